@@ -1,0 +1,168 @@
+"""Run-time helpers that bundle configs call: finding the bundle, the demo data, reading input folders, reporting.
+
+Bundle JSON stays declarative; anything that would otherwise be a long ``$`` expression lives here,
+named and tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
+from s4mi_monai.data.datalist import load_datalist
+
+logger = logging.getLogger("s4mi_monai")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CACHE = Path(os.environ.get("S4MI_DEMO_DIR", Path.home() / ".cache" / "s4mi_monai"))
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", "none", ""}
+
+
+def as_bool(value: Any) -> bool:
+    """A config knob as a bool: ``--amp false`` arrives as the string ``"false"``."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise ValueError(f"expected true or false, got {value!r}")
+    return bool(value)
+
+
+def locate_bundle(name: str) -> str:
+    """The bundle folder, whether the command runs from the repository root or inside the bundle."""
+    cwd = Path.cwd()
+    for candidate in (cwd, cwd / "bundles" / name, REPO_ROOT / "bundles" / name):
+        if candidate.name == name and (candidate / "configs" / "metadata.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"bundle {name!r} not found from {cwd}; run from the repository root or the bundle folder, or pass --bundle_root")
+
+
+def demo_datalist(file_name: str) -> str:
+    """The committed demo datalist; outside a checkout, demo data generated once into a cache folder."""
+    committed = REPO_ROOT / "datalists" / file_name
+    if committed.is_file():
+        return str(committed)
+    cached = DEMO_CACHE / "datalists" / file_name
+    if not cached.is_file():
+        from s4mi_monai.data.demo_datalists import prepare_demo
+
+        logger.info("no dataset given and no checkout: generating demo data under %s", DEMO_CACHE)
+        prepare_demo(DEMO_CACHE / "demo_data", DEMO_CACHE / "datalists")
+    return str(cached)
+
+
+def open_datalist(datalist: str | None, demo_file: str, dataset_dir: str | None = None) -> dict:
+    """The datalist a bundle trains on: ``--datalist`` if given, else the demo datalist."""
+    return load_datalist(datalist or demo_datalist(demo_file), dataset_dir)
+
+
+def class_weights(items: Sequence[Mapping], num_classes: int, multi_label: bool, weighting: str | None) -> torch.Tensor | None:
+    """Per-class loss weights from the labeled training items (``inverse_frequency``) or ``None``."""
+    if not weighting:
+        return None
+    if weighting != "inverse_frequency":
+        raise ValueError(f"unknown class weighting {weighting!r}; use inverse_frequency or null")
+    from s4mi_monai.losses import inverse_frequency_weights
+
+    labels = np.array([item["label"] for item in items])
+    return inverse_frequency_weights(labels, num_classes, multi_label)
+
+
+def image_files(input_dir: str) -> list[dict]:
+    """Every readable image in ``input_dir`` as ``{"image": path}``; unreadable files are logged by name and skipped."""
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder {folder} does not exist")
+    readable = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            inspect_file(str(path))
+        except ValueError as err:
+            logger.error("skipping %s: %s", path, err)
+            continue
+        readable.append({"image": str(path)})
+    if not readable:
+        logger.warning("no readable images (%s) in %s", ", ".join(IMAGE_SUFFIXES), folder)
+    return readable
+
+
+def classification_items(datalist: Mapping, split: str, label_fraction: float | None = None) -> list[dict]:
+    """Labeled items of a split (the labeled fraction for training), image paths made absolute."""
+    from s4mi_monai.data.datalist import split_items
+
+    return split_items(datalist, split, label_fraction, require=("label",))
+
+
+def segmentation_items(datalist: Mapping, split: str, label_fraction: float | None = None) -> list[dict]:
+    """Items with a mask, the mask under MONAI's ``label`` key (the class label kept as ``class_label``)."""
+    from s4mi_monai.data.datalist import split_items
+
+    items = []
+    for item in split_items(datalist, split, label_fraction, require=("mask",)):
+        entry = {key: value for key, value in item.items() if key not in ("label", "mask", "tile_box")}
+        entry["label"] = item["mask"]
+        items.append(entry)
+    return items
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the package's epoch lines even when a bundle runs without its logging.conf."""
+    package_logger = logging.getLogger("s4mi_monai")
+    package_logger.setLevel(level)
+    if not logging.getLogger().handlers and not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+        package_logger.addHandler(handler)
+
+
+MODEL_INFO = "model_info.json"
+
+
+def write_model_info(output_dir: str, info: Mapping[str, Any]) -> None:
+    """Store what inference needs to rebuild the network (classes, sizes) beside the weights."""
+    from s4mi_monai.handlers import write_metrics_json
+
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    write_metrics_json(Path(output_dir) / MODEL_INFO, **info)
+
+
+def read_model_info(model_path: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's ``model_info.json`` if training wrote one, else the bundle's demo defaults."""
+    import json
+
+    path = Path(model_path).parent / MODEL_INFO
+    info = dict(defaults)
+    if path.is_file():
+        info.update(json.loads(path.read_text()))
+    return info
+
+
+def require_model(model_path: str) -> None:
+    """Fail before reading any image when there is no trained model to predict with."""
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"no trained model at {model_path}: run the bundle's training first, or pass --model_path")
+
+
+def report_test_metrics(evaluator: Any, network: torch.nn.Module, model_path: str, metrics_path: str, settings: Mapping[str, Any], best_saver: Any = None) -> dict:
+    """Score the selected model (``model_path``) on the test split and write ``metrics.json``."""
+    from s4mi_monai.handlers import write_metrics_json
+
+    require_model(model_path)
+    device = next(network.parameters()).device
+    network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+    evaluator.run()
+    test = evaluator.state.s4mi_metrics["test_metric"]
+    validation = None
+    if best_saver is not None:
+        validation = {"metric": settings.get("selection_metric") or best_saver.metric_name, "best": best_saver.best_metric, "epoch": best_saver.best_epoch}
+    write_metrics_json(metrics_path, test=test, validation=validation, settings=dict(settings))
+    logger.info("test metrics written to %s", metrics_path)
+    return test

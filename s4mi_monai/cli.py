@@ -1,0 +1,130 @@
+"""The ``s4mi`` command line (fire): dataset preparation, demo data and dataset checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import fire
+
+from s4mi_monai.data import (
+    DEFAULT_LABEL_FRACTIONS,
+    SPLITS,
+    check_datalist,
+    load_datalist,
+    prepare_csv,
+    prepare_dermofit,
+    prepare_isic2017,
+    save_datalist,
+)
+
+
+def _fractions(extra: float | str | Sequence[float] | None) -> tuple[float, ...]:
+    """The default label fractions plus any asked for (``--fractions 0.05,0.2``)."""
+    if extra is None:
+        return DEFAULT_LABEL_FRACTIONS
+    values = [extra] if isinstance(extra, (int, float)) else extra.split(",") if isinstance(extra, str) else extra
+    return tuple(sorted({*DEFAULT_LABEL_FRACTIONS, *(float(v) for v in values)}))
+
+
+def _summary(datalist: Mapping, out: Path) -> str:
+    counts = datalist["provenance"]["counts"]
+    lines = [f"wrote {out}  ({datalist['name']}: {len(datalist['classes'])} classes, split {datalist['provenance']['split']})"]
+    for split in SPLITS:
+        per_class = ", ".join(f"{k} {v}" for k, v in counts[split]["per_class"].items())
+        lines.append(f"  {split:<10} {counts[split]['items']:>6} items  ({per_class})")
+    fractions = ", ".join(f"{k}: {len(v)}" for k, v in datalist["label_fractions"].items())
+    lines.append(f"  labeled training items per fraction: {fractions}")
+    for duplicate in datalist["provenance"].get("duplicates_across_splits", []):
+        lines.append(f"  WARNING duplicate across splits: {duplicate}")
+    return "\n".join(lines)
+
+
+class Prepare:
+    """Turn a dataset into a datalist JSON: checked files, seeded splits and nested label fractions."""
+
+    def isic2017(self, root: str, out: str, seed: int = 0, fractions: str | None = None) -> str:
+        """ISIC-2017 in the official download layout (official splits when present, else 70/10/20)."""
+        datalist = prepare_isic2017(root, seed=seed, label_fractions=_fractions(fractions))
+        return _summary(datalist, save_datalist(datalist, out))
+
+    def dermofit(self, root: str, out: str, seed: int = 0, fractions: str | None = None) -> str:
+        """Dermofit Image Library layout (one folder per class, one per lesion), 10 classes, 70/10/20."""
+        datalist = prepare_dermofit(root, seed=seed, label_fractions=_fractions(fractions))
+        return _summary(datalist, save_datalist(datalist, out))
+
+    def csv(
+        self,
+        csv: str,
+        out: str,
+        root: str | None = None,
+        name: str | None = None,
+        image_column: str = "image",
+        mask_column: str | None = None,
+        label_column: str | None = None,
+        label_columns: str | None = None,
+        patient_column: str | None = None,
+        split_column: str | None = None,
+        multi_label: bool = False,
+        label_separator: str = ";",
+        classes: str | None = None,
+        seed: int = 0,
+        fractions: str | None = None,
+        tile_size: int | None = None,
+        tile_output_size: int = 224,
+        tiles_dir: str | None = None,
+        pad_value: int = 0,
+    ) -> str:
+        """Any dataset described by a CSV (images, masks, labels, patients); optional slide tiling."""
+        datalist = prepare_csv(
+            csv,
+            root=root,
+            name=name,
+            image_column=image_column,
+            mask_column=mask_column,
+            label_column=label_column,
+            label_columns=label_columns,
+            patient_column=patient_column,
+            split_column=split_column,
+            multi_label=multi_label,
+            label_separator=label_separator,
+            classes=classes,
+            seed=seed,
+            tile_size=tile_size,
+            tile_output_size=tile_output_size,
+            tiles_dir=tiles_dir,
+            pad_value=pad_value,
+            label_fractions=_fractions(fractions),
+        )
+        return _summary(datalist, save_datalist(datalist, out))
+
+
+class S4MI:
+    """s4mi: annotation-efficient self- and semi-supervised learning for medical images, on MONAI."""
+
+    def __init__(self) -> None:
+        self.prepare = Prepare()
+
+    def demo_data(self, out: str = "demo_data", datalists: str = "datalists", seed: int = 0, overwrite: bool = False) -> str:
+        """Generate the synthetic demo datasets and prepare their datalists (deterministic, seconds)."""
+        from s4mi_monai.data.demo_datalists import prepare_demo
+
+        written = prepare_demo(out, datalists, seed=seed, overwrite=overwrite)
+        return "\n".join(_summary(load_datalist(path), path) for path in written.values())
+
+    def check(self, datalist: str, dataset_dir: str | None = None) -> str:
+        """Re-check every file of a prepared datalist (exists, decodes, masks, labels, duplicates)."""
+        loaded = load_datalist(datalist, dataset_dir)
+        report = check_datalist(loaded)
+        report.raise_if_problems(f"datalist {datalist}")
+        n_files = len(report.info)
+        return "\n".join([f"{datalist}: {n_files} files checked, no problems", *(f"  WARNING {w}" for w in report.warnings)])
+
+
+def main() -> None:
+    """Entry point of the ``s4mi`` console script."""
+    fire.Fire(S4MI(), name="s4mi")
+
+
+if __name__ == "__main__":
+    main()

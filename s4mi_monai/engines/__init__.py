@@ -1,0 +1,1 @@
+"""engines of s4mi_monai."""

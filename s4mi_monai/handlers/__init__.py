@@ -1,0 +1,1 @@
+"""handlers of s4mi_monai."""

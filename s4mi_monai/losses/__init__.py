@@ -1,0 +1,1 @@
+"""losses of s4mi_monai."""

@@ -1,0 +1,19 @@
+"""Networks of s4mi_monai: classification backbones, the ResNet U-Net, and local pretrained-weight loading."""
+
+from __future__ import annotations
+
+from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
+from .unet import ResNetUNet
+from .weights import LoadReport, interpolate_pos_embed, load_pretrained
+
+__all__ = [
+    "BACKBONES",
+    "Classifier",
+    "LoadReport",
+    "ResNetBackbone",
+    "ResNetUNet",
+    "ViTBackbone",
+    "build_backbone",
+    "interpolate_pos_embed",
+    "load_pretrained",
+]

@@ -1,0 +1,22 @@
+"""MONAI transforms of s4mi_monai: image loading to RGB, mask binarisation, red-channel normalisation, slide tiling."""
+
+from s4mi_monai.transforms.intensity import RedChannelNormalize, RedChannelNormalized
+from s4mi_monai.transforms.io import BinarizeMaskd, mask_reader, rgb_reader, to_gray, to_rgb
+from s4mi_monai.transforms.tiling import TileSlide, TileSlided, tile_array, tile_boxes
+from s4mi_monai.transforms.writers import SaveMaskAndOverlayd, overlay
+
+__all__ = [
+    "BinarizeMaskd",
+    "RedChannelNormalize",
+    "RedChannelNormalized",
+    "SaveMaskAndOverlayd",
+    "TileSlide",
+    "TileSlided",
+    "mask_reader",
+    "overlay",
+    "rgb_reader",
+    "tile_array",
+    "tile_boxes",
+    "to_gray",
+    "to_rgb",
+]

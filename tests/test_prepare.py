@@ -1,0 +1,125 @@
+"""The three preparers on small fixtures in the official layouts, and ISIC-2017 on the real download."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from s4mi_monai.data import SPLITS, load_datalist, prepare_csv, prepare_dermofit, prepare_isic2017, save_datalist, split_items
+from tests.conftest import SHARED_ISIC, make_isic_part
+
+
+def _images(datalist: dict) -> dict[str, set[str]]:
+    return {split: {item["image"] for item in datalist[split]} for split in SPLITS}
+
+
+def _assert_disjoint(datalist: dict) -> None:
+    images = _images(datalist)
+    assert not images["training"] & images["validation"]
+    assert not images["training"] & images["test"]
+    assert not images["validation"] & images["test"]
+
+
+def test_isic2017_random_split_ignores_superpixels(isic_root: Path):
+    datalist = prepare_isic2017(isic_root, seed=0)
+    _assert_disjoint(datalist)
+    all_items = [item for split in SPLITS for item in datalist[split]]
+    assert len(all_items) == 40 and not any("superpixels" in item["image"] for item in all_items)
+    assert all(item["mask"].endswith("_segmentation.png") for item in all_items)
+    assert [len(datalist[s]) for s in SPLITS] == [28, 4, 8]
+    assert datalist["classes"] == ["nevus", "melanoma", "seborrheic_keratosis"]
+    assert Counter(item["label"] for item in datalist["test"]) == {0: 4, 1: 2, 2: 2}
+    assert datalist["provenance"]["split"].startswith("random 70/10/20")
+
+
+def test_isic2017_uses_official_splits_and_accepts_test_without_masks(isic_root: Path):
+    make_isic_part(isic_root, "Validation", [0, 1, 2, 0], first_id=100)
+    make_isic_part(isic_root, "Test_v2", [0, 1, 2, 2, 1], first_id=200, masks=False)
+    datalist = prepare_isic2017(isic_root)
+    assert [len(datalist[s]) for s in SPLITS] == [40, 4, 5]
+    assert datalist["provenance"]["split"] == "official"
+    assert all("mask" not in item for item in datalist["test"])
+    assert all(item["image"].startswith("ISIC-2017_Validation_Data/") for item in datalist["validation"])
+
+
+def test_isic2017_missing_validation_test_drawn_from_training(isic_root: Path):
+    make_isic_part(isic_root, "Validation", [0, 1, 2, 0], first_id=100)
+    datalist = prepare_isic2017(isic_root)
+    assert len(datalist["validation"]) == 4 and len(datalist["test"]) > 0
+    assert "official validation" in datalist["provenance"]["split"]
+
+
+def test_dermofit_ten_classes_stratified(dermofit_root: Path):
+    datalist = prepare_dermofit(dermofit_root, seed=0)
+    _assert_disjoint(datalist)
+    assert len(datalist["classes"]) == 10
+    counts = datalist["provenance"]["counts"]
+    assert all(n >= 3 for n in counts["training"]["per_class"].values())
+    tenth = {item["label"] for item in datalist["training"] if item["image"] in set(datalist["label_fractions"]["0.1"])}
+    assert tenth == set(range(10)), "every class keeps at least one labeled image at 10 %"
+
+
+def test_csv_multilabel_grouped_by_patient_with_tiles(histology_csv: Path, tmp_path: Path):
+    datalist = prepare_csv(histology_csv, label_column="phenotypes", multi_label=True, tile_size=480, tile_output_size=64, tiles_dir=tmp_path / "tiles")
+    assert datalist["classes"] == ["B cells", "Others", "TFH-1", "TFH-217", "TFH-Like"]
+    items = [item for split in SPLITS for item in datalist[split]]
+    assert len(items) == 16 * 4, "500x700 slides make 2x2 tiles of 480"
+    patients = {split: {item["patient"] for item in datalist[split]} for split in SPLITS}
+    assert not patients["training"] & patients["test"] and not patients["training"] & patients["validation"]
+    first = datalist["training"][0]
+    assert first["slide"].startswith("slides/") and 0 <= first["tile"] < 4 and len(first["tile_box"]) == 4
+    assert (tmp_path / "tiles" / first["image"]).is_file() and (tmp_path / "tiles" / first["mask"]).is_file()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "tiles" / first["image"]).size == (64, 64)
+    edge = next(item for item in items if item["tile"] == 3)
+    assert edge["tile_box"] == [480, 480, 700, 500], "boxes are (top, left, bottom, right) clipped to the slide"
+
+
+def test_csv_single_label_with_split_column(tmp_path: Path):
+    from tests.conftest import write_image
+
+    rows = ["image,label,split"]
+    for k in range(12):
+        write_image(tmp_path / f"img{k}.png", seed=k)
+        rows.append(f"img{k}.png,{'cat' if k % 2 else 'dog'},{['train', 'val', 'test'][k % 3]}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    datalist = prepare_csv(tmp_path / "data.csv")
+    assert datalist["classes"] == ["cat", "dog"]
+    assert [len(datalist[s]) for s in SPLITS] == [4, 4, 4]
+
+
+def test_same_seed_same_datalist_other_seed_different(dermofit_root: Path):
+    first, again, other = (prepare_dermofit(dermofit_root, seed=s) for s in (0, 0, 1))
+    assert first == again
+    assert _images(first) != _images(other) and first["label_fractions"] != other["label_fractions"]
+
+
+def test_save_load_roundtrip_relative_and_split_items(isic_root: Path, tmp_path: Path):
+    datalist = prepare_isic2017(isic_root)
+    path = save_datalist(datalist, tmp_path / "lists" / "isic.json", relative_dataset_dir=True)
+    assert not Path(json.loads(path.read_text())["dataset_dir"]).is_absolute()
+    loaded = load_datalist(path)
+    assert loaded["dataset_dir"] == str(isic_root.resolve())
+    labeled = split_items(loaded, "training", label_fraction=0.3)
+    unlabeled = split_items(loaded, "training", label_fraction=0.3, labeled=False)
+    assert len(labeled) + len(unlabeled) == len(loaded["training"])
+    assert all(Path(item["image"]).is_file() for item in labeled)
+    assert all("label" not in item and "mask" not in item for item in unlabeled)
+    assert len(split_items(loaded, "training", label_fraction=0.2)) > 0, "a fraction not stored is drawn the same way"
+    assert {i["image"] for i in split_items(loaded, "training", label_fraction=0.1)} <= {i["image"] for i in split_items(loaded, "training", label_fraction=0.2)}
+
+
+@pytest.mark.skipif(not SHARED_ISIC.is_dir(), reason=f"real ISIC-2017 data not found at {SHARED_ISIC} (only present in the project's workspace)")
+def test_prepare_real_isic2017():
+    datalist = prepare_isic2017(SHARED_ISIC, seed=0)
+    items = [item for split in SPLITS for item in datalist[split]]
+    assert len(items) == 2000
+    assert Counter(item["label"] for item in items) == {0: 1372, 1: 374, 2: 254}
+    assert all("mask" in item for item in items), "every mask is found"
+    assert not any("superpixels" in item["image"] for item in items)
+    _assert_disjoint(datalist)
+    assert datalist["provenance"]["duplicates_across_splits"] == []
