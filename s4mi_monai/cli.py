@@ -112,6 +112,13 @@ class S4MI:
         written = prepare_demo(out, datalists, seed=seed, overwrite=overwrite)
         return "\n".join(_summary(load_datalist(path), path) for path in written.values())
 
+    def bundles(self, root: str = "bundles", names: str | None = None) -> str:
+        """Regenerate the bundles' configs, metadata and READMEs from their templates (results are kept)."""
+        from s4mi_monai.bundle.generate import write_bundles
+
+        chosen = [n.strip() for n in names.split(",")] if isinstance(names, str) else names
+        return f"wrote {len(write_bundles(root, chosen))} files under {root}/"
+
     def check(self, datalist: str, dataset_dir: str | None = None) -> str:
         """Re-check every file of a prepared datalist (exists, decodes, masks, labels, duplicates)."""
         loaded = load_datalist(datalist, dataset_dir)

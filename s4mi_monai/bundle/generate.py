@@ -23,7 +23,7 @@ from s4mi_monai.data.profiles import PROFILES, DatasetProfile
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-IMPORTS = ["$import os", "$import torch", "$import monai", "$import s4mi_monai", "$import s4mi_monai.bundle"]
+IMPORTS = ["$import os", "$import torch", "$import monai", "$import s4mi_monai", "$import s4mi_monai.bundle", "$import s4mi_monai.losses", "$import s4mi_monai.transforms"]
 RUN_IDS = {"train.json": "training", "evaluate.json": "evaluating", "inference.json": "inferring"}
 
 
@@ -85,6 +85,7 @@ def _run_knobs(spec: BundleSpec) -> dict[str, Any]:
         "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
         "amp": "$torch.cuda.is_available()",
         "output_dir": "$os.path.join(@bundle_root, 'models')",
+        "val_interval": 1,
     }
 
 
@@ -278,6 +279,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
         "augmentation": _augmentation(spec),
         "normalization": _normalization(),
         "best_model": {"_target_": "s4mi_monai.handlers.BestModelSaver", "save_path": "@model_path", "network": "@network"},
+        "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
         "history": {"_target_": "s4mi_monai.handlers.EpochHistory", "output_dir": "@output_dir", "validator": "@validate#evaluator", "optimizer": "@optimizer", "best_saver": "@best_model"},
         "train": {
             "dataset": {
@@ -290,6 +292,12 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": "@batch_size", "shuffle": True, "num_workers": "@num_workers"},
             "inferer": {"_target_": "SimpleInferer"},
             "handlers": [
+                {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": False, "epoch_level": False},
+                {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval", "epoch_level": True},
+                {"_target_": "TensorBoardStatsHandler", "log_dir": "$os.path.join(@output_dir, 'runs')", "tag_name": "train_loss", "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+            ],
+            "run_handlers": [
+                "@history",
                 {
                     "_target_": "CheckpointLoader",
                     "_disabled_": "$not os.path.exists(@checkpoint_path)",
@@ -297,10 +305,6 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
                     "load_dict": "$@resume_objects",
                     "map_location": "cpu",
                 },
-                {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": False, "epoch_level": False},
-                {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": 1, "epoch_level": True},
-                "@history",
-                {"_target_": "TensorBoardStatsHandler", "log_dir": "$os.path.join(@output_dir, 'runs')", "tag_name": "train_loss", "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
                 {"_target_": "s4mi_monai.handlers.TrainingCheckpoint", "save_path": "@checkpoint_path", "save_dict": "$@resume_objects"},
             ],
             "trainer": {
@@ -316,7 +320,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
                 "train_handlers": "@train#handlers",
             },
         },
-        "resume_objects": {"trainer": "@train#trainer", "network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler", "best_model": "@best_model", "history": "@history"},
+        "resume_objects": {"trainer": "@train#trainer", "network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler", "best_model": "@best_model", "history": "@history", "random_state": "@random_state"},
         "validate": _evaluation_section(spec, "validation", ["@best_model"], None),
         "test": _evaluation_section(spec, "test", [], None),
         "settings": _settings(spec),
@@ -324,6 +328,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
         "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"],
         "run": [
             "$s4mi_monai.bundle.write_model_info(@output_dir, @model_info)",
+            "$[handler.attach(@train#trainer) for handler in @train#run_handlers]",
             "$@train#trainer.run()",
             "$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @network, @model_path, @metrics_path, @settings, @best_model)",
         ],
@@ -353,6 +358,7 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
     config: dict[str, Any] = {
         **_identity(spec),
         "input_dir": None,
+        "dataset_dir": "@input_dir",
         "output_dir": "$os.path.join(@bundle_root, 'predictions')",
         "model_path": "$os.path.join(@bundle_root, 'models', 'model.pt')",
         "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
@@ -453,8 +459,7 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         "monai_version": "1.6.1",
         "pytorch_version": "2.13.0",
         "numpy_version": "2.4.6",
-        "required_packages_version": {"s4mi_monai": __version__, "pytorch-ignite": "0.5.5", "pillow": "13.0.0"},
-        "optional_packages_version": {"tensorboard": "2.21.0", "matplotlib": "3.11.2"},
+        "required_packages_version": {"s4mi_monai": __version__, "pytorch-ignite": "0.5.5", "pillow": "13.0.0", "einops": "0.8.2", "tensorboard": "2.21.0", "matplotlib": "3.11.2"},
         "name": f"{spec.profile.title}: {spec.description}",
         "task": f"{spec.profile.title} {spec.task}",
         "description": f"{spec.description}, on {spec.profile.title} ({spec.profile.image_kind}).",

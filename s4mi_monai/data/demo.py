@@ -1,8 +1,9 @@
 """Synthetic demo datasets, written in the layouts of the real ones so the demo runs the real preparers.
 
-Nothing is downloaded: every image is drawn from a seed (same seed, byte-identical files), in a few
-seconds on a laptop. The classes differ visibly (colour, size, border, texture), so a small network
-learns them well above chance in a minute; the images are cartoons of the real ones, not a benchmark.
+Nothing is downloaded: every image is drawn from a seed, in seconds on a laptop. The same seed
+gives byte-identical files with the same library versions; labels, file names and hence splits
+depend on the seed alone. The classes differ visibly (colour, size, border, texture), so a small
+network learns them well above chance in a minute; the images are cartoons of the real ones, not a benchmark.
 
 Layouts written (see :mod:`s4mi_monai.data.isic2017` and :mod:`s4mi_monai.data.dermofit`)::
 
@@ -63,7 +64,7 @@ DERMOFIT_STYLES = {  # clinical look
     "DF": LesionStyle((150, 100, 75), (0.16, 0.25), (0.75, 1.0), 0.03, 0.12, "pale_centre"),
     "MEL": LesionStyle((75, 45, 35), (0.24, 0.33), (0.7, 1.0), 0.16, 0.05, "blotches"),
 }
-# Fluorescence cell types: label -> (colour, radius in px at 640 px, aspect range, border irregularity).
+# Fluorescence cell types: label -> (colour, radius in px, aspect range, border irregularity).
 _CELL_TYPES = {
     "nuclei": ((50, 70, 190), (2.5, 4.0), (0.8, 1.0), 0.05),  # DAPI background, in every slide
     "TFH-1": ((70, 230, 80), (3.5, 5.0), (0.85, 1.0), 0.03),
@@ -75,6 +76,7 @@ _CELL_TYPES = {
 
 
 def _stream(seed: int, *keys: int) -> np.random.Generator:
+    """One random stream per (dataset, item): an item's pixels never depend on how many others there are."""
     return np.random.default_rng([seed, *keys])
 
 
@@ -113,7 +115,8 @@ def _lesion_distance(rng: np.random.Generator, shape: tuple[int, int], style: Le
     return np.hypot(along, across) / (radius * _border_radius(rng, theta, style.irregularity))
 
 
-def _blend(image: np.ndarray, colour: Sequence[float] | np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _blend(image: np.ndarray, colour: Sequence[float] | np.ndarray, weight: np.ndarray | float) -> np.ndarray:
+    """``image`` moved towards ``colour`` (a colour or an image) by ``weight``, clipped to [0, 1] per pixel."""
     weight = np.clip(weight, 0, 1)[..., None]
     return image * (1 - weight) + np.asarray(colour, dtype=np.float32) * weight
 
@@ -170,25 +173,25 @@ def _paint_lesion(rng: np.random.Generator, image: np.ndarray, style: LesionStyl
         lesion = _blend(lesion, (235, 215, 150), centre * (0.8 + 0.2 * speckle))
         lesion = _blend(lesion, (110, 60, 35), centre * (speckle > 0.88))
     elif style.pattern == "rim":
-        lesion = _blend(lesion, (245, 200, 200), (distance - 0.78) * 6)
-        lesion = _blend(lesion, (255, 235, 235), (0.3 - distance) * 4)
+        lesion = _blend(lesion, (245, 200, 200), (distance - 0.78) * 6)  # bright collarette
+        lesion = _blend(lesion, (255, 235, 235), (0.3 - distance) * 4)  # glossy top
     elif style.pattern == "lobules":
         lesion = _blend(lesion, (185, 35, 60), noise)
     elif style.pattern == "pale_centre":
         lesion = _blend(lesion, (218, 180, 160), (0.65 - distance) * 3)
     else:
         raise ValueError(f"unknown lesion pattern {style.pattern!r}")
-    image[...] = _blend(image, lesion, 0.5 + (1 - distance) / (2 * style.softness))
+    image[...] = _blend(image, lesion, 0.5 + (1 - distance) / (2 * style.softness))  # half-blended on the mask border
     return distance <= 1
 
 
-def _add_hair_and_rim(rng: np.random.Generator, image: np.ndarray, hair_p: float, rim_p: float) -> np.ndarray:
-    """Dermoscopy artefacts that are not lesion: dark hairs (~``hair_p``) and dark vignette corners."""
+def _add_artefacts(rng: np.random.Generator, image: np.ndarray, hair_probability: float, vignette_probability: float) -> np.ndarray:
+    """Artefacts that are not lesion (so not in the mask): dark hairs and a dermoscope's dark corners."""
     shape = image.shape[:2]
-    if rng.uniform() < hair_p:
+    if rng.uniform() < hair_probability:
         hairs = _stroke_alpha(rng, shape, int(rng.integers(3, 12)), max(1, round(min(shape) / 110)))
         image = _blend(image, (45, 32, 28), hairs * 0.9)
-    if rng.uniform() < rim_p:
+    if rng.uniform() < vignette_probability:
         yy, xx = np.mgrid[: shape[0], : shape[1]]
         radius = np.hypot(yy - shape[0] / 2, xx - shape[1] / 2) / (min(shape) / 2)
         image *= np.clip(1 - (radius - rng.uniform(1.0, 1.2)) * 4, 0.04, 1)[..., None]
@@ -201,6 +204,13 @@ def _save_rgb(image: np.ndarray, path: Path, **options: object) -> None:
 
 def _save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L").save(path)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _write_readme(root: Path, seed: int, mimics: str) -> None:
@@ -229,22 +239,20 @@ def make_isic2017_like(root: Path, seed: int, n_images: int = 150, size: int = 1
     n_melanoma, n_keratosis = round(0.3 * n_images), round(0.2 * n_images)
     labels = np.array([1] * n_melanoma + [2] * n_keratosis + [0] * (n_images - n_melanoma - n_keratosis))
     _stream(seed, _ISIC_STREAM).shuffle(labels)
+
     rows = []
-    for index, label in enumerate(labels):
+    for index, label in enumerate(labels.tolist()):
         rng = _stream(seed, _ISIC_STREAM, index)
         image_id = f"ISIC_{index:07d}"
         image = _skin(rng, (size, size))
-        mask = _paint_lesion(rng, image, ISIC_STYLES[int(label)])
-        image = _add_hair_and_rim(rng, image, hair_p=0.3, rim_p=0.2)
+        mask = _paint_lesion(rng, image, ISIC_STYLES[label])
+        image = _add_artefacts(rng, image, hair_probability=0.3, vignette_probability=0.2)
         _save_rgb(image, data_dir / f"{image_id}.jpg", quality=90)
         _save_mask(mask, mask_dir / f"{image_id}_segmentation.png")
-        if index < 3:
+        if index < 3:  # the real download has superpixel files next to the images
             _save_rgb(_superpixels(rng, size), data_dir / f"{image_id}_superpixels.png")
         rows.append((image_id, f"{float(label == 1):.1f}", f"{float(label == 2):.1f}"))
-    with open(root / "ISIC-2017_Training_Part3_GroundTruth.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("image_id", "melanoma", "seborrheic_keratosis"))
-        writer.writerows(rows)
+    _write_csv(root / "ISIC-2017_Training_Part3_GroundTruth.csv", ("image_id", "melanoma", "seborrheic_keratosis"), rows)
     _write_readme(root, seed, "the ISIC 2017 challenge download (training part, tasks 1 and 3)")
 
 
@@ -253,14 +261,14 @@ def make_dermofit_like(root: Path, seed: int, per_class: int = 10, size: int = 1
     root = Path(root)
     for class_index, (name, style) in enumerate(DERMOFIT_STYLES.items()):
         numbers = _stream(seed, _DERMOFIT_STREAM, class_index).choice(np.arange(1, 5 * per_class + 1), per_class, replace=False)
-        for number in sorted(int(n) for n in numbers):
+        for number in sorted(numbers.tolist()):
             rng = _stream(seed, _DERMOFIT_STREAM, class_index, number)
             lesion_id = f"{name}{number}"
             lesion_dir = root / name / lesion_id
             lesion_dir.mkdir(parents=True, exist_ok=True)
             image = _skin(rng, (size, size))
             mask = _paint_lesion(rng, image, style)
-            image = _add_hair_and_rim(rng, image, hair_p=0.1, rim_p=0.0)
+            image = _add_artefacts(rng, image, hair_probability=0.1, vignette_probability=0.0)
             _save_rgb(image, lesion_dir / f"{lesion_id}.png")
             _save_mask(mask, lesion_dir / f"{lesion_id}mask.png")
     _write_readme(root, seed, "the Dermofit Image Library (one folder per class, one per lesion)")
@@ -270,12 +278,11 @@ def _draw_cells(rng: np.random.Generator, shape: tuple[int, int], cell_type: str
     """``count`` cells of one type, half of them clustered: (cell mask, glowing RGB layer)."""
     colour, radius_px, aspect_range, irregularity = _CELL_TYPES[cell_type]
     height, width = shape
-    scale = min(shape) / 640
     clusters = rng.uniform((0, 0), (height, width), (3, 2))
     clustered = clusters[rng.integers(0, 3, count // 2)] + rng.normal(0, 0.08 * min(shape), (count // 2, 2))
     centres = np.concatenate([clustered, rng.uniform((0, 0), (height, width), (count - count // 2, 2))])
     angles = np.broadcast_to(np.linspace(0, 2 * np.pi, 16, endpoint=False), (count, 16))
-    radius = rng.uniform(*radius_px, (count, 1)) * scale * _border_radius(rng, angles, irregularity, batch_dims=1)
+    radius = rng.uniform(*radius_px, (count, 1)) * _border_radius(rng, angles, irregularity, batch_dims=1)
     aspect, rotation = rng.uniform(*aspect_range, (count, 1)), rng.uniform(0, np.pi, (count, 1))
     along, across = radius * np.cos(angles), radius * aspect * np.sin(angles)
     xs = centres[:, 1:] + along * np.cos(rotation) - across * np.sin(rotation)
@@ -285,7 +292,7 @@ def _draw_cells(rng: np.random.Generator, shape: tuple[int, int], cell_type: str
     for x, y, brightness in zip(xs.tolist(), ys.tolist(), rng.integers(150, 256, count).tolist()):
         draw.polygon(list(zip(x, y)), fill=brightness)
     cells = np.asarray(canvas, dtype=np.float32) / 255
-    glow = np.asarray(canvas.filter(ImageFilter.GaussianBlur(1.5 * scale)), dtype=np.float32) / 255
+    glow = np.asarray(canvas.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32) / 255
     return cells > 0, np.maximum(cells, 1.3 * glow)[..., None] * np.array(colour, dtype=np.float32)
 
 
@@ -302,32 +309,28 @@ def make_histology_like(
     (root / "slides").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(exist_ok=True)
     label_rng = _stream(seed, _HISTOLOGY_STREAM)
-    shape, density = (height, width), height * width / (640 * 900)
+    shape, cells_per_area = (height, width), height * width / (640 * 900)
     rows = []
-    for patient in range(1, n_patients + 1):
-        for slide in range(1, slides_per_patient + 1):
-            index = (patient - 1) * slides_per_patient + slide - 1
-            primary = HISTOLOGY_LABELS[index % len(HISTOLOGY_LABELS)]
-            others = [label for label in HISTOLOGY_LABELS if label != primary]
-            labels = {primary, *label_rng.choice(others, int(label_rng.integers(0, 3)), replace=False)}
-            phenotypes = [label for label in HISTOLOGY_LABELS if label in labels]
-            rng = _stream(seed, _HISTOLOGY_STREAM, patient, slide)
-            background = np.array([12, 10, 20], dtype=np.float32) * (1 + 0.5 * _smooth_noise(rng, shape, 120)[..., None])
-            image = background + 2.5 * rng.standard_normal((*shape, 3), dtype=np.float32)
-            mask = np.zeros(shape, dtype=bool)
-            for cell_type in ("nuclei", *phenotypes):
-                count = round((600 if cell_type == "nuclei" else 130) * density)
-                cells, layer = _draw_cells(rng, shape, cell_type, count)
-                mask |= cells
-                image += layer
-            slide_id = f"P{patient}_S{slide}"
-            _save_rgb(image, root / "slides" / f"{slide_id}.png", compress_level=1)  # noisy: zlib gains little
-            _save_mask(mask, root / "masks" / f"{slide_id}_mask.png")
-            rows.append((f"slides/{slide_id}.png", f"masks/{slide_id}_mask.png", f"P{patient}", ";".join(phenotypes)))
-    with open(root / "labels.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("image", "mask", "patient", "phenotypes"))
-        writer.writerows(rows)
+    for index in range(n_patients * slides_per_patient):
+        primary = HISTOLOGY_LABELS[index % len(HISTOLOGY_LABELS)]
+        others = [label for label in HISTOLOGY_LABELS if label != primary]
+        labels = {primary, *label_rng.choice(others, int(label_rng.integers(0, 3)), replace=False)}
+        phenotypes = [label for label in HISTOLOGY_LABELS if label in labels]
+        patient, slide = index // slides_per_patient + 1, index % slides_per_patient + 1
+        rng = _stream(seed, _HISTOLOGY_STREAM, patient, slide)
+        background = np.array([12, 10, 20], dtype=np.float32) * (1 + 0.5 * _smooth_noise(rng, shape, 120)[..., None])
+        image = background + 2.5 * rng.standard_normal((*shape, 3), dtype=np.float32)
+        mask = np.zeros(shape, dtype=bool)
+        for cell_type in ("nuclei", *phenotypes):
+            count = max(1, round((600 if cell_type == "nuclei" else 130) * cells_per_area))
+            cells, layer = _draw_cells(rng, shape, cell_type, count)
+            mask |= cells
+            image += layer
+        slide_id = f"P{patient}_S{slide}"
+        _save_rgb(image, root / "slides" / f"{slide_id}.png", compress_level=1)  # noisy: zlib gains little
+        _save_mask(mask, root / "masks" / f"{slide_id}_mask.png")
+        rows.append((f"slides/{slide_id}.png", f"masks/{slide_id}_mask.png", f"P{patient}", ";".join(phenotypes)))
+    _write_csv(root / "labels.csv", ("image", "mask", "patient", "phenotypes"), rows)
     _write_readme(root, seed, "a dermatomyositis fluorescence-histology set (slides, cell masks, labels.csv)")
 
 

@@ -67,6 +67,7 @@ class BestModelSaver:
     written to ``save_path``. A NaN metric never counts as an improvement. ``best_epoch`` is the
     evaluator's ``state.epoch``, which MONAI's ``ValidationHandler`` sets to the trainer's epoch.
     ``state_dict``/``load_state_dict`` let the best-so-far survive a resume (see :class:`TrainingCheckpoint`).
+    In a distributed run every rank tracks the best, rank 0 writes.
     """
 
     def __init__(
@@ -140,7 +141,8 @@ class TrainingCheckpoint:
 
     The saved state must include what other handlers change at ``EPOCH_COMPLETED`` (lr scheduler step,
     validation, best model, history), so before every epoch the save moves itself to the end of the
-    trainer's ``EPOCH_COMPLETED`` handlers: its position in the handler list does not matter.
+    trainer's ``EPOCH_COMPLETED`` handlers: its position in the handler list does not matter, and it runs
+    after ``EpochHistory`` (which moves itself once, at ``STARTED``). Rank 0 writes.
     """
 
     def __init__(self, save_path: str, save_dict: dict[str, Any], delete_on_completion: bool = True) -> None:
@@ -161,10 +163,31 @@ class TrainingCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
+        """Write ``{name: obj.state_dict()}`` atomically; networks without their ``DataParallel`` wrapper."""
         if is_main_process():
             state = {name: unwrap_module(obj).state_dict() for name, obj in self.save_dict.items()}
             atomic_torch_save(state, self.save_path)
 
     def completed(self, engine: Engine) -> None:
+        """Training finished: nothing left to resume."""
         if self.delete_on_completion and is_main_process():
             Path(self.save_path).unlink(missing_ok=True)
+
+
+class TorchRandomState:
+    """torch's global random state as a checkpointable object.
+
+    Listed among the objects a :class:`TrainingCheckpoint` saves, it makes a resumed run draw the same data
+    order (and, with loader workers, the same augmentations, whose seeds MONAI derives from it) as an
+    uninterrupted run. In-process augmentation (``num_workers=0``) keeps its own numpy states, which
+    are not restored: such a resumed run is statistically, not bitwise, the same.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

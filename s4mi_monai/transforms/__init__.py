@@ -1,11 +1,29 @@
-"""MONAI transforms of s4mi_monai: image loading to RGB, mask binarisation, red-channel normalisation, slide tiling."""
+"""MONAI transforms of s4mi_monai: RGB loading, mask binarisation, colour augmentation, red-channel normalisation, slide tiling, prediction writers."""
 
+from s4mi_monai.transforms.color import (
+    RandColorJitter,
+    RandColorJitterd,
+    RandGaussianBlur,
+    RandGaussianBlurd,
+    RandGrayscale,
+    RandGrayscaled,
+    RandSolarize,
+    RandSolarized,
+)
 from s4mi_monai.transforms.intensity import RedChannelNormalize, RedChannelNormalized
 from s4mi_monai.transforms.io import BinarizeMaskd, mask_reader, rgb_reader, to_gray, to_rgb
 from s4mi_monai.transforms.tiling import TileSlide, TileSlided, tile_array, tile_boxes
 from s4mi_monai.transforms.writers import SaveMaskAndOverlayd, overlay
 
 __all__ = [
+    "RandColorJitter",
+    "RandColorJitterd",
+    "RandGaussianBlur",
+    "RandGaussianBlurd",
+    "RandGrayscale",
+    "RandGrayscaled",
+    "RandSolarize",
+    "RandSolarized",
     "BinarizeMaskd",
     "RedChannelNormalize",
     "RedChannelNormalized",

@@ -1,0 +1,121 @@
+"""Every bundle: generated files committed, configs parse, metadata verifies, networks match their metadata.
+
+The end-to-end tests run the exact commands of the bundle READMEs in subprocesses (one family each):
+train on the demo data with no arguments, evaluate, predict on a folder holding a corrupt file, export.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from s4mi_monai.bundle.generate import BUNDLES, bundle_files
+from s4mi_monai.bundle.readme import readme
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "s4mi_monai" / "resources" / "meta_schema.json"
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_committed_bundle_matches_generator(name: str):
+    folder = REPO / "bundles" / name
+    for relative, text in bundle_files(BUNDLES[name]).items():
+        assert (folder / relative).read_text() == text, f"{folder / relative} is stale: run `s4mi bundles`"
+    committed_readme = (folder / "docs" / "README.md").read_text()
+    assert readme(BUNDLES[name], committed_readme) == committed_readme
+    assert (folder / "LICENSE").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_bundle_parses_verifies_and_matches_metadata(name: str):
+    from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+
+    configs = REPO / "bundles" / name / "configs"
+    meta = str(configs / "metadata.json")
+    verify_metadata(meta_file=meta, filepath=str(SCHEMA))
+    train = ConfigWorkflow(config_file=str(configs / "train.json"), meta_file=meta, logging_file=False, workflow_type="train")
+    train.initialize()
+    assert train.check_properties() == []
+    assert train.parser.get_parsed_content("train#dataset") is not None
+    evaluate = ConfigWorkflow(config_file=str(configs / "evaluate.json"), meta_file=meta, logging_file=False, workflow_type="infer", init_id="none")
+    assert evaluate.parser.get_parsed_content("test#evaluator") is not None
+    infer = ConfigWorkflow(config_file=str(configs / "inference.json"), meta_file=meta, logging_file=False, workflow_type="infer", init_id="none")
+    infer.parser.parse()
+    for key in ("network_def", "preprocessing", "postprocessing", "inferer", "device"):
+        assert infer.parser.get_parsed_content(key) is not None, f"MONAI Label reads {key}"
+    verify_net_in_out(net_id="network_def", meta_file=meta, config_file=str(configs / "inference.json"), device="cpu")
+
+
+def _bundle(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ...`` from the repository root, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def _new_images_folder(folder: Path) -> Path:
+    """Two readable images of other sizes and formats, and a corrupt one."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(folder / "wide.png")
+    Image.fromarray(rng.integers(0, 255, (150, 100, 3), dtype=np.uint8)).save(folder / "tall.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def _run_family(name: str, tmp_path: Path) -> tuple[dict, Path]:
+    root = f"bundles/{name}"
+    out = tmp_path / "model"
+    _bundle("run", "training", "--config_file", f"{root}/configs/train.json", "--output_dir", str(out))
+    assert (out / "model.pt").is_file() and (out / "curves.png").is_file() and not (out / "checkpoint.pt").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").unlink()
+    _bundle("run", "evaluating", "--config_file", f"{root}/configs/evaluate.json", "--output_dir", str(out))
+    reevaluated = json.loads((out / "metrics.json").read_text())
+    assert reevaluated["test"] == metrics["test"], "evaluate.json scores the saved model exactly as training did"
+
+    predictions = tmp_path / "predictions"
+    result = _bundle(
+        "run", "--config_file", f"{root}/configs/inference.json", "--input_dir", str(_new_images_folder(tmp_path / "new")),
+        "--output_dir", str(predictions), "--model_path", str(out / "model.pt"),
+    )
+    assert "broken.jpg" in result.stdout + result.stderr, "the unreadable file is reported by name"
+    _bundle(
+        "ckpt_export", "network_def", "--filepath", str(out / "model.ts"), "--ckpt_file", str(out / "model.pt"),
+        "--meta_file", f"{root}/configs/metadata.json", "--config_file", f"{root}/configs/inference.json", "--model_path", str(out / "model.pt"),
+    )
+    assert (out / "model.ts").stat().st_size > 0
+    return metrics, predictions
+
+
+@pytest.mark.slow
+def test_classification_bundle_end_to_end(tmp_path: Path):
+    metrics, predictions = _run_family("supervised_cls_isic", tmp_path)
+    test = metrics["test"]
+    assert test["f1_macro"] > 0.6 and test["balanced_accuracy"] > 0.6, f"the demo classifier should beat chance (0.33) clearly: {test}"
+    assert metrics["validation"]["metric"] == "f1_macro" and metrics["settings"]["label_fraction"] == 1.0
+    with open(predictions / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["image"].rsplit("/", 1)[-1] for row in rows] == ["tall.jpg", "wide.png"]
+    assert abs(sum(float(rows[0][c]) for c in ("nevus", "melanoma", "seborrheic_keratosis")) - 1) < 1e-4
+
+
+@pytest.mark.slow
+def test_segmentation_bundle_end_to_end(tmp_path: Path):
+    metrics, predictions = _run_family("supervised_seg_isic", tmp_path)
+    assert metrics["test"]["iou_per_image_mean"] > 0.6, f"the demo segmenter should find the lesions: {metrics['test']}"
+    for stem, size in (("wide", (120, 90)), ("tall", (100, 150))):
+        mask = Image.open(predictions / f"{stem}_mask.png")
+        assert mask.size == size and set(np.unique(np.asarray(mask))) <= {0, 255}
+        assert Image.open(predictions / f"{stem}_overlay.png").size == size
+    assert not (predictions / "broken_mask.png").exists()
