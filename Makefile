@@ -1,4 +1,4 @@
-# make demo: set up and run the main job on the built-in demo data.
+# make demo: set up and run the main job on the built-in demo data (a bundle trained on demo data).
 # make test: set up and run the test suite.
 # Uses the active virtual environment, or creates .venv. Installs the CPU build of torch 2.13.0 only
 # when no torch is installed, so a user's CUDA build is left alone.
@@ -29,8 +29,10 @@ $(STAMP): $(PY) requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+DEMO_BUNDLE := supervised_cls_isic
+
 demo: $(STAMP)
-	$(ENV_DIR)/bin/s4mi demo-data --out demo_data --datalists datalists
+	$(PY) -m monai.bundle run training --config_file bundles/$(DEMO_BUNDLE)/configs/train.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -23,9 +23,9 @@ from s4mi_monai.handlers import (
     EpochHistory,
     ProbabilityCSVWriter,
     TrainingCheckpoint,
-    atomic_torch_save,
     write_metrics_json,
 )
+from s4mi_monai.io import atomic_torch_save
 
 BATCH_SIZE = 4
 TRAIN_SIZE = 16

@@ -13,6 +13,7 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
 from sklearn.metrics import f1_score, precision_score
 
+from s4mi_monai.io import to_json_safe
 from s4mi_monai.metrics import (
     SEGMENTATION_SCALAR_NAMES,
     ClassificationMetric,
@@ -23,7 +24,6 @@ from s4mi_monai.metrics import (
     hungarian_match,
     matched_segmentation_metrics,
     segmentation_metrics,
-    to_json_safe,
 )
 
 NAMES = ["a", "b", "c"]

@@ -123,3 +123,27 @@ def test_prepare_real_isic2017():
     assert not any("superpixels" in item["image"] for item in items)
     _assert_disjoint(datalist)
     assert datalist["provenance"]["duplicates_across_splits"] == []
+
+
+def test_committed_demo_datalists_are_what_demo_data_produces(tmp_path: Path):
+    from s4mi_monai.data.demo_datalists import DEMO_DATALISTS, prepare_demo
+
+    written = prepare_demo(tmp_path / "demo_data", tmp_path / "datalists")
+    repo = Path(__file__).resolve().parents[1]
+    for name, file_name in DEMO_DATALISTS.items():
+        fresh, committed = (json.loads(p.read_text()) for p in (written[name], repo / "datalists" / file_name))
+        for key in ("classes", "multi_label", *SPLITS, "label_fractions"):
+            assert fresh[key] == committed[key], f"{file_name}: {key} differs; rerun `s4mi demo-data`"
+        assert not Path(committed["dataset_dir"]).is_absolute()
+
+
+def test_cli_lists_every_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "s4mi_monai.cli", "--help"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    shown = result.stdout + result.stderr  # fire writes help to stderr when there is no terminal
+    assert result.returncode == 0, shown
+    for command in ("prepare", "demo_data", "check", "bundles"):
+        assert f"\n     {command}\n" in shown, f"{command} missing from:\n{shown}"
+    assert "Turn a dataset into a datalist JSON" in shown

@@ -162,7 +162,7 @@ def report_test_metrics(evaluator: Any, network: torch.nn.Module, model_path: st
     test = evaluator.state.s4mi_metrics["test_metric"]
     validation = None
     if best_saver is not None:
-        validation = {"metric": settings.get("selection_metric") or best_saver.metric_name, "best": best_saver.best_metric, "epoch": best_saver.best_epoch}
+        validation = {"metric": settings["selection_metric"], "best": best_saver.best_metric, "epoch": best_saver.best_epoch}
     write_metrics_json(metrics_path, test=test, validation=validation, settings=dict(settings))
     logger.info("test metrics written to %s", metrics_path)
     return test

@@ -234,6 +234,7 @@ def _settings(spec: BundleSpec) -> dict[str, Any]:
         "bundle": "@bundle_name",
         "datalist": "$@data['datalist_path']",
         "label_fraction": "@label_fraction",
+        "selection_metric": "@selection_metric",
         "n_labeled_training_items": "$len(@train#dataset.data)",
         "seed": "@seed",
         "max_epochs": "@max_epochs",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from s4mi_monai.data.splits import (
     group_units,
     label_fraction_subsets,
 )
+from s4mi_monai.io import atomic_write_text
 
 FIXED_SPLIT = "_split"  # key a preparer sets on items whose split is given (official splits, a split column)
 
@@ -161,19 +161,6 @@ def save_datalist(datalist: Mapping, path: str | Path, relative_dataset_dir: boo
         content["dataset_dir"] = os.path.relpath(Path(datalist["dataset_dir"]).resolve(), path.parent.resolve())
     atomic_write_text(path, json.dumps(content, indent=1) + "\n")
     return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_datalist(path: str | Path, dataset_dir: str | Path | None = None) -> dict:

@@ -297,7 +297,7 @@ def _draw_cells(rng: np.random.Generator, shape: tuple[int, int], cell_type: str
 
 
 def make_histology_like(
-    root: Path, seed: int, n_patients: int = 6, slides_per_patient: int = 2, height: int = 640, width: int = 900
+    root: Path, seed: int, n_patients: int = 10, slides_per_patient: int = 2, height: int = 640, width: int = 900
 ) -> None:
     """Fluorescence-like slides with cell masks and multi-label phenotypes (CSV layout).
 

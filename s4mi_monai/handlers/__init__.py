@@ -4,7 +4,7 @@ Bundle configs list them as ``{"_target_": "s4mi_monai.handlers.<Name>", ...}`` 
 MONAI ``SupervisedTrainer``/``SupervisedEvaluator``, which calls their ``attach(engine)``.
 """
 
-from s4mi_monai.handlers.checkpoint import BestModelSaver, TorchRandomState, TrainingCheckpoint, atomic_torch_save, atomic_write
+from s4mi_monai.handlers.checkpoint import BestModelSaver, TorchRandomState, TrainingCheckpoint
 from s4mi_monai.handlers.history import EpochHistory, write_metrics_json
 from s4mi_monai.handlers.predictions import ProbabilityCSVWriter
 
@@ -14,7 +14,5 @@ __all__ = [
     "ProbabilityCSVWriter",
     "TorchRandomState",
     "TrainingCheckpoint",
-    "atomic_torch_save",
-    "atomic_write",
     "write_metrics_json",
 ]

@@ -1,7 +1,6 @@
 """Crash-safe checkpoints: the best model for inference and the full training state for resuming.
 
-Every file is written to a temporary file in the target folder and renamed over the target, so a run
-killed mid-write leaves the previous file intact, never a truncated one. Everything saved is plain
+Every file is written atomically (:mod:`s4mi_monai.io`). Everything saved is plain
 tensors and Python primitives, readable with ``torch.load(..., weights_only=True)`` and thus by MONAI's
 ``CheckpointLoader``.
 """
@@ -9,41 +8,20 @@ tensors and Python primitives, readable with ``torch.load(..., weights_only=True
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from s4mi_monai.io import atomic_torch_save
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary binary file beside ``path``, flush it to disk, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a partial file at ``path``."""
-    atomic_write(path, lambda out: torch.save(obj, out))
 
 
 def is_main_process() -> bool:

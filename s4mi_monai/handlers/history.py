@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import numbers
 import os
 import time
@@ -17,7 +15,8 @@ import torch
 from matplotlib.figure import Figure
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
-from s4mi_monai.handlers.checkpoint import BestModelSaver, atomic_write, is_main_process
+from s4mi_monai.handlers.checkpoint import BestModelSaver, is_main_process
+from s4mi_monai.io import atomic_write, write_json
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -33,22 +32,7 @@ CURVES_FILE = "curves.png"
 
 def write_metrics_json(path: str | os.PathLike, **sections: Any) -> None:
     """Write ``sections`` as one JSON object, atomically; NaN/inf become null, numpy/torch numbers plain numbers."""
-    text = json.dumps(_json_safe(sections), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda out: out.write(text.encode("utf-8")))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return _json_safe(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    write_json(path, sections)
 
 
 def _as_float(value: Any) -> float | None:

@@ -12,14 +12,15 @@ from monai.data import MetaTensor
 from monai.utils import (
     IgniteInfo,
     PostFix,
+    convert_to_tensor,
     evenly_divisible_all_gather,
     min_version,
-    convert_to_tensor,
     optional_import,
     string_list_all_gather,
 )
 
-from s4mi_monai.handlers.checkpoint import atomic_write, is_main_process
+from s4mi_monai.handlers.checkpoint import is_main_process
+from s4mi_monai.io import atomic_write
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from s4mi_monai.metrics.classification import (
     bootstrap_ci,
     classification_metrics,
     classification_scalar_names,
-    to_json_safe,
 )
 from s4mi_monai.metrics.segmentation import (
     SEGMENTATION_SCALAR_NAMES,
@@ -36,5 +35,4 @@ __all__ = [
     "matched_segmentation_metrics",
     "metrics_from_counts",
     "segmentation_metrics",
-    "to_json_safe",
 ]

@@ -22,7 +22,7 @@ Conventions (per class c, counted over samples; "predicted" = argmax for multi-c
 * micro F1 = 2 sum tp / (2 sum tp + sum fp + sum fn) (equals accuracy for multi-class).
 
 NaN is kept in the returned dict (all values are plain Python ``float``/``int``/``str``/lists/dicts);
-:func:`to_json_safe` turns it into ``None`` for ``metrics.json``.
+:func:`s4mi_monai.io.to_json_safe` turns it into ``None`` for ``metrics.json``.
 
 Design of the MONAI/ignite integration: :class:`ClassificationMetric` is an ignite ``Metric``
 (``reset``/``update``/``compute``), so a bundle can use it directly as ``key_metric`` or in
@@ -37,10 +37,9 @@ them. :class:`EvaluatorMetric` holds this shared behaviour; the segmentation eva
 
 from __future__ import annotations
 
-import json
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,8 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, optional_import
 from sklearn.metrics import roc_auc_score
+
+from s4mi_monai.io import write_json
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric", as_type="base")
 reinit__is_reduced, _ = optional_import(
@@ -157,21 +158,6 @@ def classification_metrics(
     if challenge is not None:
         result[f"{challenge}_challenge_score"] = _challenge_score(challenge, auc_by_name)
     return result
-
-
-def to_json_safe(value: Any) -> Any:
-    """A copy of ``value`` that ``json.dump`` writes as valid JSON: NaN/inf -> None, numpy -> Python."""
-    if isinstance(value, Mapping):
-        return {str(key): to_json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def bootstrap_ci(
@@ -459,8 +445,7 @@ class EvaluatorMetric(Metric):
                 if isinstance(value, (int, float)):
                     engine.state.metrics[f"{self.scalars_prefix}{key}"] = value
         if self.save_path is not None and idist.get_rank() == 0:
-            self.save_path.parent.mkdir(parents=True, exist_ok=True)
-            self.save_path.write_text(json.dumps(to_json_safe(self.last_result), indent=2))
+            write_json(self.save_path, self.last_result)
 
 
 class ClassificationMetric(EvaluatorMetric):
