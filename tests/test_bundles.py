@@ -1,7 +1,8 @@
 """Every bundle: generated files committed, configs parse, metadata verifies, networks match their metadata.
 
 The end-to-end tests run the exact commands of the bundle READMEs in subprocesses (one family each):
-train on the demo data with no arguments, evaluate, predict on a folder holding a corrupt file, export.
+train on the demo data with no arguments, evaluate (from inside the bundle folder), predict on a
+folder holding a corrupt file, export to TorchScript.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ def test_bundle_parses_verifies_and_matches_metadata(name: str):
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=str(configs / "inference.json"), device="cpu")
 
 
-def _bundle(*args: str) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle ...`` from the repository root, as a user would."""
+def _bundle(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ...`` from the repository root (or ``cwd``), as a user would."""
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
@@ -80,7 +81,7 @@ def _run_family(name: str, tmp_path: Path) -> tuple[dict, Path]:
     assert (out / "model.pt").is_file() and (out / "curves.png").is_file() and not (out / "checkpoint.pt").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     (out / "metrics.json").unlink()
-    _bundle("run", "evaluating", "--config_file", f"{root}/configs/evaluate.json", "--output_dir", str(out))
+    _bundle("run", "evaluating", "--config_file", "configs/evaluate.json", "--output_dir", str(out), cwd=REPO / root)
     reevaluated = json.loads((out / "metrics.json").read_text())
     assert reevaluated["test"] == metrics["test"], "evaluate.json scores the saved model exactly as training did"
 

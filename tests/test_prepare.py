@@ -147,3 +147,15 @@ def test_cli_lists_every_command():
     for command in ("prepare", "demo_data", "check", "bundles"):
         assert f"\n     {command}\n" in shown, f"{command} missing from:\n{shown}"
     assert "Turn a dataset into a datalist JSON" in shown
+
+
+def test_demo_files_are_generated_on_first_use(tmp_path: Path):
+    repo = Path(__file__).resolve().parents[1]
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    committed = json.loads((repo / "datalists" / "demo_isic2017.json").read_text())
+    committed["dataset_dir"] = "../fresh_clone_demo/isic2017"
+    (lists / "demo_isic2017.json").write_text(json.dumps(committed))
+    loaded = load_datalist(lists / "demo_isic2017.json")
+    assert (Path(loaded["dataset_dir"]) / loaded["training"][0]["image"]).is_file()
+    assert (tmp_path / "fresh_clone_demo" / "dermatomyositis_tiles").is_dir()

@@ -296,6 +296,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
                 {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": False, "epoch_level": False},
                 {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval", "epoch_level": True},
                 {"_target_": "TensorBoardStatsHandler", "log_dir": "$os.path.join(@output_dir, 'runs')", "tag_name": "train_loss", "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+                {"_target_": "ignite.handlers.ProgressBar", "persist": False},
             ],
             "run_handlers": [
                 "@history",

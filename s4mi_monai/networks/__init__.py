@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
+from .heads import DINOHead, MultiCropWrapper, ProjectionHead
 from .unet import ResNetUNet
 from .weights import LoadReport, interpolate_pos_embed, load_pretrained
 
 __all__ = [
+    "ProjectionHead",
+    "MultiCropWrapper",
+    "DINOHead",
     "BACKBONES",
     "Classifier",
     "LoadReport",
