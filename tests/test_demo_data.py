@@ -91,10 +91,10 @@ def test_dermofit_layout_and_masks(tmp_path: Path) -> None:
 
 
 def test_histology_layout_labels_and_masks(tmp_path: Path) -> None:
-    make_histology_like(tmp_path, seed=0, height=96, width=128)
+    make_histology_like(tmp_path, seed=0, n_patients=6, slides_per_patient=2, height=96, width=128)
     header, rows = _read_csv(tmp_path / "labels.csv")
     assert header == ["image", "mask", "patient", "phenotypes"]
-    assert len(rows) == 12
+    assert len(rows) == 12 and len({row["patient"] for row in rows}) == 6
     patients_per_label: dict[str, set[str]] = {label: set() for label in HISTOLOGY_LABELS}
     for row in rows:
         slide_id = Path(row["image"]).stem
