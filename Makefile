@@ -29,7 +29,7 @@ $(STAMP): $(PY) requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-DEMO_BUNDLE := supervised_cls_isic
+DEMO_BUNDLE := cass_isic
 
 demo: $(STAMP)
 	$(PY) -m monai.bundle run training --config_file bundles/$(DEMO_BUNDLE)/configs/train.json

@@ -1,4 +1,4 @@
-"""The ``s4mi`` command line (fire): dataset preparation, demo data and dataset checks."""
+"""The ``s4mi`` command line (fire): dataset preparation, demo data, dataset checks and saliency maps."""
 
 from __future__ import annotations
 
@@ -126,6 +126,21 @@ class S4MI:
         report.raise_if_problems(f"datalist {datalist}")
         n_files = len(report.info)
         return "\n".join([f"{datalist}: {n_files} files checked, no problems", *(f"  WARNING {w}" for w in report.warnings)])
+
+    def saliency(
+        self,
+        bundle: str,
+        images: str,
+        model_path: str | None = None,
+        output_dir: str | None = None,
+        n_images: int = 8,
+        device: str | None = None,
+    ) -> str:
+        """Gradient saliency panels (image, map, overlay) of a trained classification bundle on a folder of images."""
+        from s4mi_monai.visualize import bundle_saliency
+
+        written = bundle_saliency(bundle, images, model_path=model_path, output_dir=output_dir, n_images=n_images, device=device)
+        return "\n".join([f"wrote {len(written)} saliency panels", *(f"  {path}" for path in written)])
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from s4mi_monai.bundle.generate import BUNDLES, bundle_files
@@ -42,13 +43,27 @@ def test_bundle_parses_verifies_and_matches_metadata(name: str):
     configs = REPO / "bundles" / name / "configs"
     meta = str(configs / "metadata.json")
     verify_metadata(meta_file=meta, filepath=str(SCHEMA))
+    spec = BUNDLES[name]
     train = ConfigWorkflow(config_file=str(configs / "train.json"), meta_file=meta, logging_file=False, workflow_type="train")
     train.initialize()
-    assert train.check_properties() == []
-    assert train.parser.get_parsed_content("train#dataset") is not None
-    evaluate = ConfigWorkflow(config_file=str(configs / "evaluate.json"), meta_file=meta, logging_file=False, workflow_type="infer", init_id="none")
+    if spec.method == "cass":  # one fine-tuning per network: the MONAI train properties live in finetune_cnn / finetune_vit
+        for branch in ("cnn", "vit"):
+            assert train.parser.get_parsed_content(f"finetune_{branch}#train#dataset") is not None
+    else:
+        assert train.check_properties() == []
+        assert train.parser.get_parsed_content("train#dataset") is not None
+    if spec.self_supervised:
+        pretraining = train.parser.get_parsed_content("ssl#trainer")
+        assert pretraining.state.max_epochs == 3 and len(pretraining.data_loader.dataset) == len(
+            train.parser.get_parsed_content("data")["training"]
+        )
+    evaluate = ConfigWorkflow(
+        config_file=str(configs / "evaluate.json"), meta_file=meta, logging_file=False, workflow_type="infer", init_id="none"
+    )
     assert evaluate.parser.get_parsed_content("test#evaluator") is not None
-    infer = ConfigWorkflow(config_file=str(configs / "inference.json"), meta_file=meta, logging_file=False, workflow_type="infer", init_id="none")
+    infer = ConfigWorkflow(
+        config_file=str(configs / "inference.json"), meta_file=meta, logging_file=False, workflow_type="infer", init_id="none"
+    )
     infer.parser.parse()
     for key in ("network_def", "preprocessing", "postprocessing", "inferer", "device"):
         assert infer.parser.get_parsed_content(key) is not None, f"MONAI Label reads {key}"
@@ -58,7 +73,11 @@ def test_bundle_parses_verifies_and_matches_metadata(name: str):
 def _bundle(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ...`` from the repository root (or ``cwd``), as a user would."""
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
@@ -87,13 +106,30 @@ def _run_family(name: str, tmp_path: Path) -> tuple[dict, Path]:
 
     predictions = tmp_path / "predictions"
     result = _bundle(
-        "run", "--config_file", f"{root}/configs/inference.json", "--input_dir", str(_new_images_folder(tmp_path / "new")),
-        "--output_dir", str(predictions), "--model_path", str(out / "model.pt"),
+        "run",
+        "--config_file",
+        f"{root}/configs/inference.json",
+        "--input_dir",
+        str(_new_images_folder(tmp_path / "new")),
+        "--output_dir",
+        str(predictions),
+        "--model_path",
+        str(out / "model.pt"),
     )
     assert "broken.jpg" in result.stdout + result.stderr, "the unreadable file is reported by name"
     _bundle(
-        "ckpt_export", "network_def", "--filepath", str(out / "model.ts"), "--ckpt_file", str(out / "model.pt"),
-        "--meta_file", f"{root}/configs/metadata.json", "--config_file", f"{root}/configs/inference.json", "--model_path", str(out / "model.pt"),
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(out / "model.ts"),
+        "--ckpt_file",
+        str(out / "model.pt"),
+        "--meta_file",
+        f"{root}/configs/metadata.json",
+        "--config_file",
+        f"{root}/configs/inference.json",
+        "--model_path",
+        str(out / "model.pt"),
     )
     assert (out / "model.ts").stat().st_size > 0
     return metrics, predictions
@@ -120,3 +156,39 @@ def test_segmentation_bundle_end_to_end(tmp_path: Path):
         assert mask.size == size and set(np.unique(np.asarray(mask))) <= {0, 255}
         assert Image.open(predictions / f"{stem}_overlay.png").size == size
     assert not (predictions / "broken_mask.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dino_isic", "cass_isic"])
+def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
+    """Pretraining, fine-tuning at 10 % of the labels, test report; evaluate, inference and export of the result."""
+    metrics, predictions = _run_family(name, tmp_path)
+    out = tmp_path / "model"
+    assert metrics["settings"]["label_fraction"] == 0.1 and metrics["settings"]["pretraining"]["pretrain_epochs"] == 3
+    history = json.loads((out / "pretraining" / "history.json").read_text())["epochs"]
+    assert len(history) == 3 and all(0 <= epoch["training"]["embedding_collapse"] <= 1 for epoch in history)
+    pretrained = ["pretrained_backbone.pt"] if name == "dino_isic" else ["pretrained_cnn.pt", "pretrained_vit.pt"]
+    for file_name in pretrained:
+        assert torch.load(out / file_name, weights_only=True), file_name
+    if name == "dino_isic":
+        assert all(epoch["training"]["teacher_entropy"] > 0 for epoch in history)
+    else:
+        assert set(metrics["branches"]) == {"cnn", "vit"} and metrics["settings"]["reported_branch"] == "cnn"
+        assert metrics["test"] == metrics["branches"]["cnn"]["test"]
+        assert "vit" in json.loads((out / "vit" / "model_info.json").read_text())["backbone"]
+    assert metrics["test"]["f1_macro"] > 0.3, metrics["test"]
+    with open(predictions / "predictions.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    # a restarted run does not repeat the finished pretraining
+    result = _bundle(
+        "run",
+        "finetune" if name == "cass_isic" else "training",
+        "--config_file",
+        f"bundles/{name}/configs/train.json",
+        "--output_dir",
+        str(out),
+        "--max_epochs",
+        "1",
+    )
+    assert ("pretraining already done" in result.stdout + result.stderr) == (name == "dino_isic")
+    assert "fine-tuning starts from" in result.stdout + result.stderr

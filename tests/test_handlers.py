@@ -119,9 +119,7 @@ def test_metrics_json_is_strict_json_with_plain_numbers(tmp_path: Path):
         (False, [math.nan, 0.5, 0.7, 0.3, 0.3, math.nan], [None, 2, 2, 4, 4, 4]),
     ],
 )
-def test_best_model_saver_saves_plain_state_dict_only_on_improvement(
-    tmp_path: Path, greater_is_better, values, expected_best_epochs
-):
+def test_best_model_saver_saves_plain_state_dict_only_on_improvement(tmp_path: Path, greater_is_better, values, expected_best_epochs):
     network = torch.nn.Linear(4, 3)
     save_path = tmp_path / "best.pt"
     saver = BestModelSaver(str(save_path), torch.nn.DataParallel(network), greater_is_better=greater_is_better)

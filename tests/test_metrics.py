@@ -73,7 +73,9 @@ def test_multiclass_partial_predictions_hand_computed():
     assert result["confusion_matrix"] == [[2, 0, 0], [0, 1, 1], [0, 0, 0]]
     predictions = PROBABILITIES.argmax(axis=1)
     assert result["f1_macro"] == pytest.approx(f1_score(TARGETS, predictions, labels=[0, 1, 2], average="macro", zero_division=0))
-    assert result["precision_macro"] == pytest.approx(precision_score(TARGETS, predictions, labels=[0, 1, 2], average="macro", zero_division=0))
+    assert result["precision_macro"] == pytest.approx(
+        precision_score(TARGETS, predictions, labels=[0, 1, 2], average="macro", zero_division=0)
+    )
 
 
 def test_class_absent_from_targets_and_predictions_is_undefined_not_zero():
@@ -358,8 +360,7 @@ def test_segmentation_metric_in_supervised_evaluator(decollate):
     targets = [GT_A, np.zeros_like(GT_A), GT_A.T, np.ones_like(GT_A)]
     predictions = [PRED_A, GT_A, GT_A.T, GT_A]
     items = [
-        {"image": torch.as_tensor(np.stack([1 - p, p])).float(), "label": torch.as_tensor(t)[None]}
-        for p, t in zip(predictions, targets)
+        {"image": torch.as_tensor(np.stack([1 - p, p])).float(), "label": torch.as_tensor(t)[None]} for p, t in zip(predictions, targets)
     ]
     metric = SegmentationMetric(metric="dice_per_image_mean", output_transform=from_engine(["pred", "label"]))
     evaluator = run_evaluator(items, metric, decollate=decollate)

@@ -63,7 +63,9 @@ def test_dermofit_ten_classes_stratified(dermofit_root: Path):
 
 
 def test_csv_multilabel_grouped_by_patient_with_tiles(histology_csv: Path, tmp_path: Path):
-    datalist = prepare_csv(histology_csv, label_column="phenotypes", multi_label=True, tile_size=480, tile_output_size=64, tiles_dir=tmp_path / "tiles")
+    datalist = prepare_csv(
+        histology_csv, label_column="phenotypes", multi_label=True, tile_size=480, tile_output_size=64, tiles_dir=tmp_path / "tiles"
+    )
     assert datalist["classes"] == ["B cells", "Others", "TFH-1", "TFH-217", "TFH-Like"]
     items = [item for split in SPLITS for item in datalist[split]]
     assert len(items) == 16 * 4, "500x700 slides make 2x2 tiles of 480"
@@ -110,10 +112,14 @@ def test_save_load_roundtrip_relative_and_split_items(isic_root: Path, tmp_path:
     assert all(Path(item["image"]).is_file() for item in labeled)
     assert all("label" not in item and "mask" not in item for item in unlabeled)
     assert len(split_items(loaded, "training", label_fraction=0.2)) > 0, "a fraction not stored is drawn the same way"
-    assert {i["image"] for i in split_items(loaded, "training", label_fraction=0.1)} <= {i["image"] for i in split_items(loaded, "training", label_fraction=0.2)}
+    assert {i["image"] for i in split_items(loaded, "training", label_fraction=0.1)} <= {
+        i["image"] for i in split_items(loaded, "training", label_fraction=0.2)
+    }
 
 
-@pytest.mark.skipif(not SHARED_ISIC.is_dir(), reason=f"real ISIC-2017 data not found at {SHARED_ISIC} (only present in the project's workspace)")
+@pytest.mark.skipif(
+    not SHARED_ISIC.is_dir(), reason=f"real ISIC-2017 data not found at {SHARED_ISIC} (only present in the project's workspace)"
+)
 def test_prepare_real_isic2017():
     datalist = prepare_isic2017(SHARED_ISIC, seed=0)
     items = [item for split in SPLITS for item in datalist[split]]

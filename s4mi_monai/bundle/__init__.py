@@ -42,7 +42,9 @@ def locate_bundle(name: str) -> str:
     for candidate in (cwd, cwd / "bundles" / name, REPO_ROOT / "bundles" / name):
         if candidate.name == name and (candidate / "configs" / "metadata.json").is_file():
             return str(candidate)
-    raise FileNotFoundError(f"bundle {name!r} not found from {cwd}; run from the repository root or the bundle folder, or pass --bundle_root")
+    raise FileNotFoundError(
+        f"bundle {name!r} not found from {cwd}; run from the repository root or the bundle folder, or pass --bundle_root"
+    )
 
 
 def demo_datalist(file_name: str) -> str:
@@ -151,7 +153,9 @@ def require_model(model_path: str) -> None:
         raise FileNotFoundError(f"no trained model at {model_path}: run the bundle's training first, or pass --model_path")
 
 
-def report_test_metrics(evaluator: Any, network: torch.nn.Module, model_path: str, metrics_path: str, settings: Mapping[str, Any], best_saver: Any = None) -> dict:
+def report_test_metrics(
+    evaluator: Any, network: torch.nn.Module, model_path: str, metrics_path: str, settings: Mapping[str, Any], best_saver: Any = None
+) -> dict:
     """Score the selected model (``model_path``) on the test split and write ``metrics.json``."""
     from s4mi_monai.handlers import write_metrics_json
 
@@ -166,3 +170,78 @@ def report_test_metrics(evaluator: Any, network: torch.nn.Module, model_path: st
     write_metrics_json(metrics_path, test=test, validation=validation, settings=dict(settings))
     logger.info("test metrics written to %s", metrics_path)
     return test
+
+
+def unlabeled_items(datalist: Mapping, split: str = "training") -> list[dict]:
+    """Every image of a split, labeled or not, as ``{"image": path}``: the data of label-free pretraining."""
+    from s4mi_monai.data.datalist import split_items
+
+    return [{"image": item["image"]} for item in split_items(datalist, split, None)]
+
+
+def with_weights(module: torch.nn.Module, weights: str | None) -> torch.nn.Module:
+    """``module`` after loading a local weights file into it (ImageNet initialisation of pretraining), if given."""
+    if weights:
+        from s4mi_monai.networks import load_pretrained
+
+        report = load_pretrained(module, weights)
+        logger.info("initialised %s from %s: %s", type(module).__name__, weights, report)
+    return module
+
+
+def save_backbone(backbone: torch.nn.Module, path: str) -> None:
+    """Write a pretrained backbone's state dict atomically (the input of ``finetune``)."""
+    from s4mi_monai.handlers.checkpoint import unwrap_module
+    from s4mi_monai.io import atomic_torch_save
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu() for key, value in unwrap_module(backbone).state_dict().items()}
+    atomic_torch_save(state, path)
+    logger.info("pretrained backbone written to %s", path)
+
+
+def load_backbone(network: torch.nn.Module, path: str) -> None:
+    """Initialise a classifier's backbone from a pretraining output (or any local backbone weights)."""
+    from s4mi_monai.networks import load_pretrained
+
+    report = load_pretrained(network.backbone, path)
+    logger.info("fine-tuning starts from %s: %s", path, report)
+
+
+def log_skipped_pretraining(*paths: str) -> None:
+    """A restarted run does not repeat a finished pretraining; say so, and how to force it."""
+    logger.info(
+        "pretraining already done (%s): fine-tuning from it; delete the file(s) or run the 'pretrain' id to pretrain again",
+        ", ".join(paths),
+    )
+
+
+def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str]) -> None:
+    """Copy the reported network's model, info, history and curves to ``output_dir``; one metrics.json with every branch.
+
+    CASS fine-tunes its CNN and its transformer separately (``<output_dir>/<branch>/``); inference and
+    evaluation use ``<output_dir>/model.pt``, the ``report_branch`` (default the CNN, as the paper's table
+    reports both but selects neither).
+    """
+    import json
+    import shutil
+
+    from s4mi_monai.handlers import write_metrics_json
+
+    if report_branch not in branches:
+        raise ValueError(f"report_branch must be one of {list(branches)}, got {report_branch!r}")
+    root = Path(output_dir)
+    for name in ("model.pt", MODEL_INFO, "history.json", "curves.png"):
+        temporary = root / f".{name}.tmp"
+        shutil.copyfile(root / report_branch / name, temporary)
+        os.replace(temporary, root / name)
+    metrics = {branch: json.loads((root / branch / "metrics.json").read_text()) for branch in branches}
+    reported = metrics[report_branch]
+    write_metrics_json(
+        root / "metrics.json",
+        test=reported["test"],
+        validation=reported["validation"],
+        settings={**reported["settings"], "reported_branch": report_branch},
+        branches={branch: {"test": value["test"], "validation": value["validation"]} for branch, value in metrics.items()},
+    )
+    logger.info("reported network: %s (all branches in %s)", report_branch, root / "metrics.json")

@@ -23,7 +23,15 @@ from s4mi_monai.data.profiles import PROFILES, DatasetProfile
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-IMPORTS = ["$import os", "$import torch", "$import monai", "$import s4mi_monai", "$import s4mi_monai.bundle", "$import s4mi_monai.losses", "$import s4mi_monai.transforms"]
+IMPORTS = [
+    "$import os",
+    "$import torch",
+    "$import monai",
+    "$import s4mi_monai",
+    "$import s4mi_monai.bundle",
+    "$import s4mi_monai.losses",
+    "$import s4mi_monai.transforms",
+]
 RUN_IDS = {"train.json": "training", "evaluate.json": "evaluating", "inference.json": "inferring"}
 
 
@@ -40,12 +48,36 @@ class BundleSpec:
     def name(self) -> str:
         return f"{self.method}_{self.profile.name}"
 
+    @property
+    def self_supervised(self) -> bool:
+        return self.method in SELF_SUPERVISED_METHODS
+
+
+SELF_SUPERVISED_METHODS = ("dino", "cass")
+
 
 def _spec_list() -> list[BundleSpec]:
     specs = []
     for profile in PROFILES.values():
-        specs.append(BundleSpec("supervised_cls", "classification", profile, "Supervised ImageNet-transfer classification baseline (ResNet-50 or ViT-B/16)"))
-        specs.append(BundleSpec("supervised_seg", "segmentation", profile, "Supervised U-Net with a ResNet-34 encoder (the DEDL baseline), 1/2 (Dice + CE)"))
+        specs.append(
+            BundleSpec(
+                "supervised_cls", "classification", profile, "Supervised ImageNet-transfer classification baseline (ResNet-50 or ViT-B/16)"
+            )
+        )
+        specs.append(
+            BundleSpec(
+                "supervised_seg", "segmentation", profile, "Supervised U-Net with a ResNet-34 encoder (the DEDL baseline), 1/2 (Dice + CE)"
+            )
+        )
+    for profile in PROFILES.values():
+        specs.append(
+            BundleSpec("dino", "classification", profile, "DINO self-supervised pretraining, then fine-tuning on a fraction of the labels")
+        )
+        specs.append(
+            BundleSpec(
+                "cass", "classification", profile, "CASS self-supervised pretraining (ResNet-50 + ViT-B/16), then fine-tuning of each"
+            )
+        )
     return specs
 
 
@@ -79,7 +111,11 @@ def _run_knobs(spec: BundleSpec) -> dict[str, Any]:
         "pretrained_weights": None,
         "learning_rate": 3.6e-4,
         "weight_decay": 1e-5,
-        **({"loss_kind": "auto", "class_weighting": None, "selection_metric": "f1_macro"} if classification else {"selection_metric": "iou_per_image_mean"}),
+        **(
+            {"loss_kind": "auto", "class_weighting": None, "selection_metric": "f1_macro"}
+            if classification
+            else {"selection_metric": "iou_per_image_mean"}
+        ),
         "red_normalization": spec.profile.red_normalization,
         "num_workers": "$0 if @demo else min(8, os.cpu_count() or 1)",
         "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
@@ -141,13 +177,20 @@ def _preprocessing(spec: BundleSpec, with_label: bool) -> list[dict[str, Any]]:
     segmentation_label = with_label and spec.task == "segmentation"
     keys = ["image", "label"] if segmentation_label else "image"
     steps = _loading(spec, with_label) + [
-        {"_target_": "Resized", "keys": keys, "spatial_size": ["@image_size", "@image_size"], "mode": ["area", "nearest"] if segmentation_label else "area"},
+        {
+            "_target_": "Resized",
+            "keys": keys,
+            "spatial_size": ["@image_size", "@image_size"],
+            "mode": ["area", "nearest"] if segmentation_label else "area",
+        },
         {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": True},
     ]
     if segmentation_label:
         steps.append({"_target_": "s4mi_monai.transforms.BinarizeMaskd", "keys": "label"})
     elif with_label:
-        steps.append({"_target_": "EnsureTyped", "keys": "label", "data_type": "tensor", "dtype": "$torch.float32 if @multi_label else torch.long"})
+        steps.append(
+            {"_target_": "EnsureTyped", "keys": "label", "data_type": "tensor", "dtype": "$torch.float32 if @multi_label else torch.long"}
+        )
     return steps
 
 
@@ -156,17 +199,36 @@ def _augmentation(spec: BundleSpec) -> list[dict[str, Any]]:
     keys = ["image", "label"] if spec.task == "segmentation" else "image"
     modes = ["bilinear", "nearest"] if spec.task == "segmentation" else "bilinear"
     return [
-        {"_target_": "RandRotated", "keys": keys, "range_x": round(math.radians(15), 6), "prob": 0.5, "mode": modes, "padding_mode": "zeros"},
+        {
+            "_target_": "RandRotated",
+            "keys": keys,
+            "range_x": round(math.radians(15), 6),
+            "prob": 0.5,
+            "mode": modes,
+            "padding_mode": "zeros",
+        },
         {"_target_": "RandFlipd", "keys": keys, "spatial_axis": 0, "prob": 0.5},
         {"_target_": "RandFlipd", "keys": keys, "spatial_axis": 1, "prob": 0.5},
-        {"_target_": "s4mi_monai.transforms.RandColorJitterd", "keys": "image", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02, "prob": 0.8},
+        {
+            "_target_": "s4mi_monai.transforms.RandColorJitterd",
+            "keys": "image",
+            "brightness": 0.2,
+            "contrast": 0.2,
+            "saturation": 0.2,
+            "hue": 0.02,
+            "prob": 0.8,
+        },
     ]
 
 
 def _normalization() -> list[dict[str, Any]]:
     """Applied after augmentation at training time and after preprocessing everywhere else."""
     return [
-        {"_target_": "s4mi_monai.transforms.RedChannelNormalized", "keys": "image", "_disabled_": "$not s4mi_monai.bundle.as_bool(@red_normalization)"},
+        {
+            "_target_": "s4mi_monai.transforms.RedChannelNormalized",
+            "keys": "image",
+            "_disabled_": "$not s4mi_monai.bundle.as_bool(@red_normalization)",
+        },
         {"_target_": "NormalizeIntensityd", "keys": "image", "subtrahend": IMAGENET_MEAN, "divisor": IMAGENET_STD, "channel_wise": True},
     ]
 
@@ -187,7 +249,13 @@ def _metric(spec: BundleSpec, metric: str, save_path: str | None = None) -> dict
     common = {"metric": metric, "save_path": save_path, "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
     if spec.task == "classification":
         challenge = f"'{spec.profile.challenge}'" if spec.profile.challenge else "None"
-        return {"_target_": "s4mi_monai.metrics.ClassificationMetric", "class_names": "@classes", "multi_label": "@multi_label", "challenge": f"${challenge}", **common}
+        return {
+            "_target_": "s4mi_monai.metrics.ClassificationMetric",
+            "class_names": "@classes",
+            "multi_label": "@multi_label",
+            "challenge": f"${challenge}",
+            **common,
+        }
     return {"_target_": "s4mi_monai.metrics.SegmentationMetric", "num_classes": 2, **common}
 
 
@@ -201,7 +269,13 @@ def _evaluation_section(spec: BundleSpec, split: str, handlers: list[dict[str, A
             "cache_rate": 1.0,
             "progress": False,
         },
-        "dataloader": {"_target_": "DataLoader", "dataset": f"@{section}#dataset", "batch_size": "@batch_size", "shuffle": False, "num_workers": "@num_workers"},
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": f"@{section}#dataset",
+            "batch_size": "@batch_size",
+            "shuffle": False,
+            "num_workers": "@num_workers",
+        },
         "inferer": {"_target_": "SimpleInferer"},
         "postprocessing": _postprocessing(spec),
         "key_metric": {f"{section}_metric": _metric(spec, "@selection_metric", save_path)},
@@ -247,12 +321,22 @@ def _settings(spec: BundleSpec) -> dict[str, Any]:
         "device": "$str(@torch_device)",
         "amp": "@use_amp",
     }
-    settings.update({"backbone": "@backbone", "loss": "@loss_kind", "class_weighting": "@class_weighting"} if spec.task == "classification" else {"encoder": "@encoder"})
+    settings.update(
+        {"backbone": "@backbone", "loss": "@loss_kind", "class_weighting": "@class_weighting"}
+        if spec.task == "classification"
+        else {"encoder": "@encoder"}
+    )
     return settings
 
 
 def _model_info(spec: BundleSpec) -> dict[str, Any]:
-    info = {"task": spec.task, "classes": "@classes", "multi_label": "@multi_label", "image_size": "@image_size", "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)"}
+    info = {
+        "task": spec.task,
+        "classes": "@classes",
+        "multi_label": "@multi_label",
+        "image_size": "@image_size",
+        "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+    }
     info.update({"backbone": "@backbone"} if spec.task == "classification" else {"encoder": "@encoder"})
     return info
 
@@ -269,7 +353,12 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
         **_derived(spec),
         **_network(spec),
         "loss": _loss(spec),
-        "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": "@learning_rate", "weight_decay": "@weight_decay"},
+        "optimizer": {
+            "_target_": "torch.optim.Adam",
+            "params": "$@network.parameters()",
+            "lr": "@learning_rate",
+            "weight_decay": "@weight_decay",
+        },
         "lr_scheduler": {
             "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
             "optimizer": "@optimizer",
@@ -281,7 +370,13 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
         "normalization": _normalization(),
         "best_model": {"_target_": "s4mi_monai.handlers.BestModelSaver", "save_path": "@model_path", "network": "@network"},
         "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
-        "history": {"_target_": "s4mi_monai.handlers.EpochHistory", "output_dir": "@output_dir", "validator": "@validate#evaluator", "optimizer": "@optimizer", "best_saver": "@best_model"},
+        "history": {
+            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "output_dir": "@output_dir",
+            "validator": "@validate#evaluator",
+            "optimizer": "@optimizer",
+            "best_saver": "@best_model",
+        },
         "train": {
             "dataset": {
                 "_target_": "CacheDataset",
@@ -290,12 +385,23 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
                 "cache_rate": 1.0,
                 "progress": False,
             },
-            "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": "@batch_size", "shuffle": True, "num_workers": "@num_workers"},
+            "dataloader": {
+                "_target_": "DataLoader",
+                "dataset": "@train#dataset",
+                "batch_size": "@batch_size",
+                "shuffle": True,
+                "num_workers": "@num_workers",
+            },
             "inferer": {"_target_": "SimpleInferer"},
             "handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": False, "epoch_level": False},
                 {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval", "epoch_level": True},
-                {"_target_": "TensorBoardStatsHandler", "log_dir": "$os.path.join(@output_dir, 'runs')", "tag_name": "train_loss", "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+                {
+                    "_target_": "TensorBoardStatsHandler",
+                    "log_dir": "$os.path.join(@output_dir, 'runs')",
+                    "tag_name": "train_loss",
+                    "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+                },
                 {"_target_": "ignite.handlers.ProgressBar", "persist": False},
             ],
             "run_handlers": [
@@ -322,7 +428,15 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
                 "train_handlers": "@train#handlers",
             },
         },
-        "resume_objects": {"trainer": "@train#trainer", "network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler", "best_model": "@best_model", "history": "@history", "random_state": "@random_state"},
+        "resume_objects": {
+            "trainer": "@train#trainer",
+            "network": "@network",
+            "optimizer": "@optimizer",
+            "lr_scheduler": "@lr_scheduler",
+            "best_model": "@best_model",
+            "history": "@history",
+            "random_state": "@random_state",
+        },
         "validate": _evaluation_section(spec, "validation", ["@best_model"], None),
         "test": _evaluation_section(spec, "test", [], None),
         "settings": _settings(spec),
@@ -342,12 +456,41 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
 def evaluate_config(spec: BundleSpec) -> dict[str, Any]:
     """``evaluate.json``: score the trained model on the test split with the shared evaluator."""
     train = train_config(spec)
-    keep = ("imports", "bundle_name", "bundle_root", *_run_knobs(spec), *_derived(spec), "network_def", "network", "preprocessing", "normalization")
+    keep = (
+        "imports",
+        "bundle_name",
+        "bundle_root",
+        *_run_knobs(spec),
+        *_derived(spec),
+        "network_def",
+        "network",
+        "preprocessing",
+        "normalization",
+    )
     config = {key: train[key] for key in keep}
+    if spec.task == "classification":
+        config["saliency_images"] = 0  # > 0: gradient saliency panels of that many test images
+    if spec.method == "cass":
+        config.pop("backbone")
+        config.update(
+            {
+                "branch": None,
+                "model_path": "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')",
+                "metrics_path": "$os.path.join(os.path.dirname(@model_path), 'metrics.json')",
+                "backbone": "$s4mi_monai.bundle.read_model_info(@model_path, {'backbone': 'resnet18'})['backbone']",
+            }
+        )
     config["test"] = _evaluation_section(spec, "test", [], None)
     config["settings"] = {**_settings(spec), "n_labeled_training_items": None}
     config["initialize"] = train["initialize"]
     config["run"] = ["$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @network, @model_path, @metrics_path, @settings)"]
+    if spec.task == "classification":
+        config["imports"] = [*config["imports"], "$import s4mi_monai.visualize"]
+        config["run"].append(
+            "$s4mi_monai.visualize.write_item_saliency(@network, s4mi_monai.bundle.classification_items(@data, 'test', None), "
+            "monai.transforms.Compose(@preprocessing + @normalization), @classes, @multi_label, "
+            "os.path.join(os.path.dirname(@metrics_path), 'saliency'), @saliency_images)"
+        )
     config["evaluating"] = "%run"
     return config
 
@@ -355,7 +498,12 @@ def evaluate_config(spec: BundleSpec) -> dict[str, Any]:
 def inference_config(spec: BundleSpec) -> dict[str, Any]:
     """``inference.json``: predict on a folder of new images (MONAI Label reads this file)."""
     profile = spec.profile
-    defaults = {"classes": _demo_classes(profile), "multi_label": profile.multi_label, "image_size": 64, "red_normalization": profile.red_normalization}
+    defaults = {
+        "classes": _demo_classes(profile),
+        "multi_label": profile.multi_label,
+        "image_size": 64,
+        "red_normalization": profile.red_normalization,
+    }
     defaults.update({"backbone": "resnet18"} if spec.task == "classification" else {"encoder": "resnet34"})
     config: dict[str, Any] = {
         **_identity(spec),
@@ -381,22 +529,46 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
     config["preprocessing"] = {
         "_target_": "Compose",
         "transforms": _loading(spec, with_label=False)
-        + [resize, {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": True}]
+        + [
+            resize,
+            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": True},
+        ]
         + _normalization(),
     }
     config["dataset"] = {"_target_": "Dataset", "data": "$s4mi_monai.bundle.image_files(@input_dir)", "transform": "@preprocessing"}
     config["dataloader"] = {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False, "num_workers": 0}
     if spec.task == "classification":
         config["inferer"] = {"_target_": "SimpleInferer"}
-        config["postprocessing"] = {"_target_": "Compose", "transforms": [{"_target_": "Activationsd", "keys": "pred", "softmax": "$not @multi_label", "sigmoid": "@multi_label"}]}
-        writer = {"_target_": "s4mi_monai.handlers.ProbabilityCSVWriter", "output_path": "$os.path.join(@output_dir, 'predictions.csv')", "class_names": "@classes", "multi_label": "@multi_label"}
+        config["postprocessing"] = {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "Activationsd", "keys": "pred", "softmax": "$not @multi_label", "sigmoid": "@multi_label"}],
+        }
+        writer = {
+            "_target_": "s4mi_monai.handlers.ProbabilityCSVWriter",
+            "output_path": "$os.path.join(@output_dir, 'predictions.csv')",
+            "class_names": "@classes",
+            "multi_label": "@multi_label",
+        }
     else:
-        config["inferer"] = {"_target_": "SlidingWindowInferer", "roi_size": ["@image_size", "@image_size"], "sw_batch_size": 4, "overlap": 0.25, "mode": "gaussian"}
+        config["inferer"] = {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": ["@image_size", "@image_size"],
+            "sw_batch_size": 4,
+            "overlap": 0.25,
+            "mode": "gaussian",
+        }
         config["postprocessing"] = {
             "_target_": "Compose",
             "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-                {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image", "nearest_interp": False, "to_tensor": True},
+                {
+                    "_target_": "Invertd",
+                    "keys": "pred",
+                    "transform": "@preprocessing",
+                    "orig_keys": "image",
+                    "nearest_interp": False,
+                    "to_tensor": True,
+                },
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
                 {"_target_": "s4mi_monai.transforms.SaveMaskAndOverlayd", "keys": "pred", "output_dir": "@output_dir"},
             ],
@@ -451,9 +623,31 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         }
     }
     if spec.task == "classification":
-        outputs = {"pred": {"type": "probabilities", "format": "classes", "num_channels": len(classes), "spatial_shape": [1, len(classes)], "dtype": "float32", "value_range": [0, 1], "is_onehot": not spec.profile.multi_label, "channel_def": {str(k): name for k, name in enumerate(classes)}}}
+        outputs = {
+            "pred": {
+                "type": "probabilities",
+                "format": "classes",
+                "num_channels": len(classes),
+                "spatial_shape": [1, len(classes)],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_onehot": not spec.profile.multi_label,
+                "channel_def": {str(k): name for k, name in enumerate(classes)},
+            }
+        }
     else:
-        outputs = {"pred": {"type": "image", "format": "segmentation", "num_channels": 2, "spatial_shape": ["32*n", "32*n"], "dtype": "float32", "value_range": [0, 1], "is_onehot": False, "channel_def": {"0": "background", "1": "lesion" if not spec.profile.slide_scale else "cells"}}}
+        outputs = {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": 2,
+                "spatial_shape": ["32*n", "32*n"],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_onehot": False,
+                "channel_def": {"0": "background", "1": "lesion" if not spec.profile.slide_scale else "cells"},
+            }
+        }
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json",
         "version": __version__,
@@ -461,7 +655,14 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         "monai_version": "1.6.1",
         "pytorch_version": "2.13.0",
         "numpy_version": "2.4.6",
-        "required_packages_version": {"s4mi_monai": __version__, "pytorch-ignite": "0.5.5", "pillow": "13.0.0", "einops": "0.8.2", "tensorboard": "2.21.0", "matplotlib": "3.11.2"},
+        "required_packages_version": {
+            "s4mi_monai": __version__,
+            "pytorch-ignite": "0.5.5",
+            "pillow": "13.0.0",
+            "einops": "0.8.2",
+            "tensorboard": "2.21.0",
+            "matplotlib": "3.11.2",
+        },
         "name": f"{spec.profile.title}: {spec.description}",
         "task": f"{spec.profile.title} {spec.task}",
         "description": f"{spec.description}, on {spec.profile.title} ({spec.profile.image_kind}).",
@@ -473,7 +674,9 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         "label_classes": ", ".join(classes) if spec.task == "classification" else "0 background, 1 foreground",
         "pred_classes": ", ".join(classes) if spec.task == "classification" else "0 background, 1 foreground",
         "intended_use": "Research use only; not for clinical diagnosis.",
-        "references": ["Singh et al., Shifting to Machine Supervision: annotation-efficient semi and self-supervised learning for automatic medical image segmentation and classification, Scientific Reports 2024"],
+        "references": [
+            "Singh et al., Shifting to Machine Supervision: annotation-efficient semi and self-supervised learning for automatic medical image segmentation and classification, Scientific Reports 2024"
+        ],
         "network_data_format": {"inputs": inputs, "outputs": outputs},
     }
 
@@ -501,8 +704,17 @@ args=(sys.stdout,)
 format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
 
+
+def _train_json(spec: BundleSpec) -> dict[str, Any]:
+    if spec.self_supervised:
+        from s4mi_monai.bundle.ssl_configs import ssl_train_config
+
+        return ssl_train_config(spec)
+    return train_config(spec)
+
+
 CONFIG_BUILDERS: dict[str, Callable[[BundleSpec], dict[str, Any]]] = {
-    "train.json": train_config,
+    "train.json": _train_json,
     "evaluate.json": evaluate_config,
     "inference.json": inference_config,
     "metadata.json": metadata,
@@ -513,6 +725,10 @@ def bundle_files(spec: BundleSpec) -> dict[str, str]:
     """Relative path -> content of every generated file of one bundle (README results are kept)."""
     files = {f"configs/{name}": json.dumps(build(spec), indent=2) + "\n" for name, build in CONFIG_BUILDERS.items()}
     files["configs/logging.conf"] = LOGGING_CONF
+    if spec.method == "dino":
+        from s4mi_monai.bundle.ssl_configs import LUCIDRAINS_PRESET
+
+        files["configs/lucidrains.json"] = json.dumps(LUCIDRAINS_PRESET, indent=2) + "\n"
     return files
 
 

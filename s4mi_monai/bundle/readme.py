@@ -19,7 +19,44 @@ def _kept_results(existing: str) -> str:
     return NO_RESULTS
 
 
+SSL_METHODS = {
+    "dino": (
+        "- Stage 1, label-free pretraining on every training image (never validation or test): DINO (Caron et al. 2021), the "
+        "official recipe. Student and EMA teacher = backbone + DINO head (MLP 2048-2048-256, L2-normalised bottleneck, "
+        "weight-normalised last layer to 65,536 prototypes; `--head_*` knobs). Loss: cross-entropy between the teacher's centred, "
+        "sharpened softmax on the 2 global crops and the student's softmax on every other crop (student temperature 0.1, teacher "
+        "temperature warm-up 0.04 to 0.07, centre momentum 0.9). AdamW with lr warm-up then cosine (0.0005 x batch / 256), weight "
+        "decay cosine 0.04 to 0.4, teacher EMA momentum cosine 0.996 to 1, per-parameter gradient clipping at 3, last layer frozen "
+        "in the first epoch. Multi-crop: 2 global crops (scale 0.4-1) and `--n_local_crops` local crops at 3/7 of the size "
+        "(scale 0.05-0.4; 96 px for 224), flips, colour jitter, grayscale, blur, solarisation, each view its own draw, made "
+        "batch-wise on the training device. ViT position embeddings are interpolated for the small crops.\n"
+        "- Preset `configs/lucidrains.json` (pass it after train.json): the simplified variant the S4MI authors ran (student "
+        "temperature 0.9, hidden width 256, constant EMA 0.9, 2 local crops at the global size seen by the student only, constant "
+        "Adam 3e-4), for comparison.\n"
+        "- Stage 2, fine-tuning: the teacher's backbone with a new linear head, trained exactly as `supervised_cls` on "
+        "`--label_fraction` of the labels (default 0.1)."
+    ),
+    "cass": (
+        "- Stage 1, label-free pretraining on every training image (never validation or test): CASS (Singh et al. 2023). A CNN "
+        "(`--cnn_backbone`, ResNet-50) and a transformer (`--vit_backbone`, ViT-B/16) see the same augmented view; each has a "
+        "linear projection to 1,000 dimensions; loss 2 - 2 cos between the two L2-normalised outputs, symmetric, both networks "
+        "updated every step with their own Adam (lr 1e-3, cosine per iteration). Gradients are zeroed every step (the reference "
+        "notebook never zeroed them).\n"
+        "- Stage 2, fine-tuning: each network on its own with a new linear head, trained exactly as `supervised_cls` on "
+        "`--label_fraction` of the labels (default 0.1); both are reported (`cnn/`, `vit/`), the `--report_branch` (default "
+        "`cnn`) is copied to `model.pt` for evaluation and inference."
+    ),
+}
+
+
 def _method(spec: BundleSpec) -> str:
+    if spec.method in SSL_METHODS:
+        return (
+            SSL_METHODS[spec.method]
+            + "\n- Collapse monitoring: every pretraining epoch logs the embedding-collapse score (MONAI effective rank) "
+            + ("and the teacher's entropy, " if spec.method == "dino" else "")
+            + "and warns when the representation collapses."
+        )
     if spec.task == "classification":
         return (
             "- Network: `s4mi_monai.networks.Classifier`, a MONAI ResNet with the standard 7x7/2 stem "
@@ -63,6 +100,44 @@ def _metrics(spec: BundleSpec) -> str:
     )
 
 
+def _ssl_overrides(spec: BundleSpec) -> str:
+    if not spec.self_supervised:
+        return ""
+    common = "`--pretrain_epochs N`, `--pretrain_batch_size N`, `--pretrain_lr LR`, `--pretrain_image_size N`, `--channels_last true|false`, `--compile true|false`"
+    if spec.method == "dino":
+        return (
+            f"\nPretraining: {common}, `--pretrained` (the backbone file fine-tuning starts from), `--n_local_crops N`, `--local_crop_size N`, "
+            "`--head_out_dim N`, `--head_hidden_dim N`, `--student_temp T`, `--teacher_temp T`, `--teacher_momentum M`, `--clip_grad C`; "
+            "`--pretrained_weights PATH` initialises the pretraining backbone (ImageNet weights, as the paper)."
+        )
+    return (
+        f"\nPretraining: {common}, `--cnn_backbone NAME`, `--vit_backbone NAME`, `--projection_dim N`, `--pretrained_cnn` / "
+        "`--pretrained_vit` (the files fine-tuning starts from), `--report_branch cnn|vit`; `--pretrained_weights PATH` initialises the CNN."
+    )
+
+
+def _ssl_outputs(spec: BundleSpec) -> str:
+    if spec.method == "dino":
+        return "\nPretraining writes `pretrained_backbone.pt` (the teacher's backbone) and `pretraining/` (history, curves, TensorBoard)."
+    if spec.method == "cass":
+        return (
+            "\nPretraining writes `pretrained_cnn.pt`, `pretrained_vit.pt` and `pretraining/`; fine-tuning writes `cnn/` and `vit/` "
+            "(each with its model, metrics and history); `metrics.json` at the top holds the reported branch and both under `branches`. "
+            "`evaluate.json` scores `model.pt` (the reported branch), or either network with `--branch cnn|vit`."
+        )
+    return ""
+
+
+def _saliency(spec: BundleSpec) -> str:
+    if spec.task != "classification":
+        return ""
+    return (
+        "\n\nGradient saliency maps (image, saliency, overlay, as the paper's Figure 2): `--saliency_images N` on `evaluate.json` "
+        "writes them for N test images into `saliency/` beside `metrics.json`; `s4mi saliency --bundle NAME --images DIR` for any folder "
+        "(see `docs/saliency.md`)."
+    )
+
+
 def readme(spec: BundleSpec, existing: str = "") -> str:
     """The README text for ``spec``, keeping the measured results of ``existing``."""
     name = spec.name
@@ -74,9 +149,36 @@ def readme(spec: BundleSpec, existing: str = "") -> str:
     }[spec.profile.name]
     datalist = prepare.split("--out ")[1]
     paper = "--backbone resnet50 --image_size 224 --max_epochs 50" if spec.task == "classification" else "--image_size 224 --max_epochs 50"
-    inference_output = "one `predictions.csv` with the class probabilities and the predicted class per image" if spec.task == "classification" else (
-        "`<image>_mask.png` (0/255) and `<image>_overlay.png` per image, at the image's own size"
-        + (" (whole slides are rescaled like the training tiles and predicted with a sliding window)" if spec.profile.slide_scale else " (sliding-window inference over the resized image)")
+    if spec.method == "cass":
+        paper = "--image_size 224 --max_epochs 50"
+    stages = ""
+    if spec.self_supervised:
+        pretrained = "--pretrained_cnn CNN.pt --pretrained_vit VIT.pt" if spec.method == "cass" else "--pretrained BACKBONE.pt"
+        preset = (
+            f"\n# the lucidrains DINO variant that the S4MI authors ran\npython -m monai.bundle run training "
+            f"--config_file \"['{root}/configs/train.json','{root}/configs/lucidrains.json']\" --datalist {{datalist}}\n"
+            if spec.method == "dino"
+            else ""
+        )
+        stages = f"""
+# one stage at a time: label-free pretraining, then fine-tuning (from any pretrained backbone file)
+python -m monai.bundle run pretrain --config_file {root}/configs/train.json --datalist {{datalist}}
+python -m monai.bundle run finetune --config_file {root}/configs/train.json --datalist {{datalist}} --label_fraction 1.0 {pretrained}
+{preset}
+# throughput of pretraining and fine-tuning (images/s, step time, peak memory); no model or metrics written
+python -m monai.bundle run benchmark --config_file {root}/configs/train.json --datalist {{datalist}}
+"""
+    inference_output = (
+        "one `predictions.csv` with the class probabilities and the predicted class per image"
+        if spec.task == "classification"
+        else (
+            "`<image>_mask.png` (0/255) and `<image>_overlay.png` per image, at the image's own size"
+            + (
+                " (whole slides are rescaled like the training tiles and predicted with a sliding window)"
+                if spec.profile.slide_scale
+                else " (sliding-window inference over the resized image)"
+            )
+        )
     )
     return f"""# {name}
 
@@ -91,7 +193,7 @@ python -m monai.bundle run training --config_file {root}/configs/train.json
 ```
 
 With no `--datalist`, the bundle trains on the generated demo data (made on first use) at a demo size
-(64 px{', ResNet-18' if spec.task == 'classification' else ''}, a few epochs). The run ids `initialize`, `run` and `finalize` work as well
+(64 px{", ResNet-18" if spec.task == "classification" else ""}, a few epochs). The run ids `initialize`, `run` and `finalize` work as well
 (`python -m monai.bundle run --config_file ...`).
 
 ## Data
@@ -115,7 +217,7 @@ and levels, unknown labels) and lists all problems at once.
 # train at the paper setting on your data (10 % of the labels; any fraction works)
 python -m monai.bundle run training --config_file {root}/configs/train.json \\
     --datalist {datalist} --label_fraction 0.1 {paper}
-
+{stages.format(datalist=datalist)}
 # a killed run resumes from its last epoch when the same command is run again
 # evaluate the trained model on the test split (writes metrics.json)
 python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json --datalist {datalist}
@@ -132,7 +234,7 @@ python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/
 
 Overrides: `--datalist FILE`, `--dataset_dir DIR`, `--label_fraction F`, `--seed N`, `--max_epochs N`,
 `--image_size N`, `--batch_size N`, `--device cpu|cuda`, `--amp true|false`, `--output_dir DIR`,
-`--pretrained_weights PATH`{', `--backbone NAME`, `--loss_kind ce|bce|focal`, `--class_weighting inverse_frequency`' if spec.task == 'classification' else ', `--encoder resnet18|resnet34|resnet50`'}.
+`--pretrained_weights PATH`{", `--backbone NAME`, `--loss_kind ce|bce|focal`, `--class_weighting inverse_frequency`" if spec.task == "classification" else ", `--encoder resnet18|resnet34|resnet50`"}.{_ssl_overrides(spec)}
 
 ## Outputs
 
@@ -140,9 +242,9 @@ In `--output_dir` (default `{root}/models/`): `model.pt` (the selected weights, 
 `torch.load(..., weights_only=True)`), `model_info.json` (what inference needs to rebuild the network),
 `metrics.json` (test metrics, the validation metric used for selection and the run's settings),
 `history.json` and `curves.png` (training loss and validation metrics per epoch), `runs/` (TensorBoard),
-and `checkpoint.pt` while a run is unfinished (deleted when it completes).
+and `checkpoint.pt` while a run is unfinished (deleted when it completes).{_ssl_outputs(spec)}
 
-Inference writes {inference_output}.
+Inference writes {inference_output}.{_saliency(spec)}
 
 ## Metrics
 

@@ -83,16 +83,20 @@ def build_datalist(
     fixed = {item[FIXED_SPLIT] for item in items if item.get(FIXED_SPLIT)}
     free = [i for i, item in enumerate(items) if not item.get(FIXED_SPLIT)]
     shares = [0.0 if split in fixed and split != "training" else share for split, share in zip(SPLITS, split_fractions)]
-    assigned = [] if not free else assign_splits(
-        strata=[item_stratum(items[i], multi_label) for i in free],
-        units=group_units(
-            len(free),
-            [items[i].get("patient") for i in free],
-            [items[i].get("slide") for i in free],
-            [report.info[str(root / items[i]["image"])].sha1 for i in free],
-        ),
-        fractions=shares,
-        seed=seed,
+    assigned = (
+        []
+        if not free
+        else assign_splits(
+            strata=[item_stratum(items[i], multi_label) for i in free],
+            units=group_units(
+                len(free),
+                [items[i].get("patient") for i in free],
+                [items[i].get("slide") for i in free],
+                [report.info[str(root / items[i]["image"])].sha1 for i in free],
+            ),
+            fractions=shares,
+            seed=seed,
+        )
     )
     split_of = {i: SPLITS[s] for i, s in zip(free, assigned)}
     splits: dict[str, list[dict]] = {split: [] for split in SPLITS}
@@ -130,7 +134,7 @@ def split_counts(splits: Mapping[str, Sequence[Mapping]], classes: Sequence[str]
             label = item.get("label")
             if label is None:
                 continue
-            for k in ([c for c, v in enumerate(label) if v] if multi_label else [label]):
+            for k in [c for c, v in enumerate(label) if v] if multi_label else [label]:
                 per_class[classes[k]] += 1
         counts[split] = {"items": len(items), "per_class": per_class}
     return counts
@@ -175,7 +179,11 @@ def load_datalist(path: str | Path, dataset_dir: str | Path | None = None) -> di
         datalist = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DatasetError([Problem(str(path), f"not valid JSON ({err})")], "datalist") from None
-    problems = [Problem(str(path), f"missing key {key!r}") for key in ("name", "classes", "multi_label", "dataset_dir", *SPLITS) if key not in datalist]
+    problems = [
+        Problem(str(path), f"missing key {key!r}")
+        for key in ("name", "classes", "multi_label", "dataset_dir", *SPLITS)
+        if key not in datalist
+    ]
     for split in SPLITS:
         for index, item in enumerate(datalist.get(split, [])):
             if not isinstance(item, dict) or "image" not in item:

@@ -360,9 +360,7 @@ def _remove_abandoned_tmp_dirs(out_dir: Path, name: str) -> None:
             continue
 
 
-def make_demo_data(
-    out_dir: str | Path, seed: int = 0, datasets: Sequence[str] = DEMO_DATASETS, overwrite: bool = False
-) -> dict[str, Path]:
+def make_demo_data(out_dir: str | Path, seed: int = 0, datasets: Sequence[str] = DEMO_DATASETS, overwrite: bool = False) -> dict[str, Path]:
     """Generate the demo datasets under ``out_dir``; returns ``{name: dataset root}``.
 
     A dataset whose root holds a completion marker for the same seed is kept (unless ``overwrite``).

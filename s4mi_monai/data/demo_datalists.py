@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 DEMO_DATALISTS = {"isic2017": "demo_isic2017.json", "dermofit": "demo_dermofit.json", "dermatomyositis": "demo_dermatomyositis.json"}
 
 
-def prepare_demo(demo_root: str | Path = "demo_data", datalist_dir: str | Path = "datalists", seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
+def prepare_demo(
+    demo_root: str | Path = "demo_data", datalist_dir: str | Path = "datalists", seed: int = 0, overwrite: bool = False
+) -> dict[str, Path]:
     """Generate the demo datasets under ``demo_root`` and write their datalists into ``datalist_dir``."""
     demo_root = Path(demo_root).resolve()
     roots = make_demo_data(demo_root, seed=seed, overwrite=overwrite)

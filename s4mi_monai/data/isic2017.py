@@ -40,7 +40,9 @@ def _read_ground_truth(csv_path: Path, problems: list[Problem]) -> dict[str, int
                 problems.append(Problem(str(csv_path), f"line {line}: flags must be 0/1, got {row}"))
                 continue
             if {melanoma, keratosis} - {0.0, 1.0} or melanoma + keratosis > 1:
-                problems.append(Problem(str(csv_path), f"line {line}: unknown label (melanoma={melanoma}, seborrheic_keratosis={keratosis})"))
+                problems.append(
+                    Problem(str(csv_path), f"line {line}: unknown label (melanoma={melanoma}, seborrheic_keratosis={keratosis})")
+                )
                 continue
             labels[row["image_id"]] = 1 if melanoma else 2 if keratosis else 0
     return labels
@@ -82,7 +84,9 @@ def prepare_isic2017(
     """Build the ISIC-2017 datalist from the official layout at ``root`` (see the module docstring)."""
     root = Path(root).resolve()
     if not (root / "ISIC-2017_Training_Data").is_dir():
-        raise DatasetError([Problem(str(root / "ISIC-2017_Training_Data"), "folder not found: is this an ISIC-2017 download?")], "ISIC-2017 dataset")
+        raise DatasetError(
+            [Problem(str(root / "ISIC-2017_Training_Data"), "folder not found: is this an ISIC-2017 download?")], "ISIC-2017 dataset"
+        )
     problems: list[Problem] = []
     items = []
     present = [split for split, part in PARTS.items() if (root / f"ISIC-2017_{part}_Data").is_dir()]

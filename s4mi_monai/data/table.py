@@ -24,8 +24,15 @@ from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTI
 from s4mi_monai.transforms.io import to_rgb
 from s4mi_monai.transforms.tiling import tile_array
 
-SPLIT_NAMES = {"train": "training", "training": "training", "val": "validation", "valid": "validation",
-               "validation": "validation", "test": "test", "testing": "test"}
+SPLIT_NAMES = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def _natural_key(text: str) -> list:
@@ -151,7 +158,9 @@ def _infer_classes(rows: list[dict], label_col: str | None, multi_label: bool, s
     return sorted(names, key=_natural_key)
 
 
-def _parse_label(row: dict, label_col: str | None, label_cols: list[str] | None, classes: list[str], multi_label: bool, separator: str) -> int | list[int] | str:
+def _parse_label(
+    row: dict, label_col: str | None, label_cols: list[str] | None, classes: list[str], multi_label: bool, separator: str
+) -> int | list[int] | str:
     """The label of one row, or a string describing why it is invalid."""
     if label_cols:
         values = [row[c].strip() for c in label_cols]

@@ -6,11 +6,13 @@ MONAI ``SupervisedTrainer``/``SupervisedEvaluator``, which calls their ``attach(
 
 from s4mi_monai.handlers.checkpoint import BestModelSaver, TorchRandomState, TrainingCheckpoint
 from s4mi_monai.handlers.history import EpochHistory, write_metrics_json
+from s4mi_monai.handlers.monitoring import CollapseMonitor
 from s4mi_monai.handlers.predictions import ProbabilityCSVWriter
 from s4mi_monai.handlers.schedules import ScheduleHandler, cosine_schedule, linear_warmup_then_constant, param_groups_for_weight_decay
 from s4mi_monai.handlers.teacher import EMATeacher, FreezeLastLayer, clip_gradients_per_parameter
 
 __all__ = [
+    "CollapseMonitor",
     "param_groups_for_weight_decay",
     "linear_warmup_then_constant",
     "cosine_schedule",

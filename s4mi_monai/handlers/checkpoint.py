@@ -48,9 +48,7 @@ class BestModelSaver:
     In a distributed run every rank tracks the best, rank 0 writes.
     """
 
-    def __init__(
-        self, save_path: str, network: torch.nn.Module, metric_name: str | None = None, greater_is_better: bool = True
-    ) -> None:
+    def __init__(self, save_path: str, network: torch.nn.Module, metric_name: str | None = None, greater_is_better: bool = True) -> None:
         self.save_path = save_path
         self.network = network
         self._metric_name = metric_name

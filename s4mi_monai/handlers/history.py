@@ -56,7 +56,8 @@ def _iteration_loss(output: Any) -> float | None:
 class EpochHistory:
     """Record, log and plot every training epoch; attach to the trainer.
 
-    Per epoch: mean training loss over its iterations, learning rate of the optimizer's first param group
+    Per epoch: mean training loss over its iterations, the trainer's own scalar metrics (``training``, e.g.
+    the collapse measures of :class:`s4mi_monai.handlers.CollapseMonitor`), learning rate of the optimizer's first param group
     (at the epoch's last iteration), seconds from the epoch's start to the end of its validation, and the
     scalar metrics of ``validator`` when it ran during the epoch. Logs one line per epoch on the
     ``s4mi_monai`` logger, e.g. ``epoch 3/8  loss 0.5123  val f1_macro 0.6102 (best 0.6301 @ 2)  lr 3.1e-04  12.3 s``
@@ -87,7 +88,7 @@ class EpochHistory:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """One dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``, ``validation`` (metric name -> value)."""
+        """One dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``, ``validation`` and ``training`` (metric name -> value)."""
         return list(self._epochs)
 
     def attach(self, engine: Engine) -> None:
@@ -126,6 +127,8 @@ class EpochHistory:
             "seconds": time.perf_counter() - self._epoch_start,
             "validation": self._validation,
         }
+        training_metrics = {name: _as_float(value) for name, value in engine.state.metrics.items()}
+        record["training"] = {name: value for name, value in training_metrics.items() if value is not None}
         self._epochs.append(record)
         if is_main_process():
             logger.info(self._describe(record, engine.state.max_epochs))
@@ -140,6 +143,8 @@ class EpochHistory:
             if self.best_saver is not None and self.best_saver.best_epoch is not None:
                 validation += f" (best {self.best_saver.best_metric:.4f} @ {self.best_saver.best_epoch})"
             parts.append(validation)
+        if record.get("training"):
+            parts.append(" ".join(f"{name} {value:.4f}" for name, value in record["training"].items()))
         if record["lr"] is not None:
             parts.append(f"lr {record['lr']:.1e}")
         parts.append(f"{record['seconds']:.1f} s")
@@ -175,7 +180,13 @@ class EpochHistory:
         return figure
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": [dict(record, validation=dict(record["validation"])) for record in self._epochs]}
+        return {
+            "epochs": [
+                dict(record, validation=dict(record["validation"]), training=dict(record.get("training", {}))) for record in self._epochs
+            ]
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._epochs = [dict(record, validation=dict(record["validation"])) for record in state["epochs"]]
+        self._epochs = [
+            dict(record, validation=dict(record["validation"]), training=dict(record.get("training", {}))) for record in state["epochs"]
+        ]

@@ -4,6 +4,4 @@ from s4mi_monai.losses.cass import cass_loss
 from s4mi_monai.losses.classification import LOSS_KINDS, ClassificationLoss, classification_loss, inverse_frequency_weights
 from s4mi_monai.losses.dino import DINOLoss
 
-__all__ = [
-    "cass_loss",
-    "DINOLoss","LOSS_KINDS", "ClassificationLoss", "classification_loss", "inverse_frequency_weights"]
+__all__ = ["cass_loss", "DINOLoss", "LOSS_KINDS", "ClassificationLoss", "classification_loss", "inverse_frequency_weights"]

@@ -54,9 +54,7 @@ Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min
 reinit__is_reduced, _ = optional_import(
     "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced", as_type="decorator"
 )
-NotComputableError, _ = optional_import(
-    "ignite.exceptions", IgniteInfo.OPT_IMPORT_VERSION, min_version, "NotComputableError"
-)
+NotComputableError, _ = optional_import("ignite.exceptions", IgniteInfo.OPT_IMPORT_VERSION, min_version, "NotComputableError")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 REFERENCE_THRESHOLD = 0.5
@@ -478,9 +476,7 @@ class ClassificationMetric(EvaluatorMetric):
         self.challenge = challenge
         self._probabilities: list[np.ndarray] = []
         self._targets: list[np.ndarray] = []
-        super().__init__(
-            metric, classification_scalar_names(multi_label, challenge), save_path, scalars_prefix, output_transform, device
-        )
+        super().__init__(metric, classification_scalar_names(multi_label, challenge), save_path, scalars_prefix, output_transform, device)
 
     @reinit__is_reduced
     def reset(self) -> None:

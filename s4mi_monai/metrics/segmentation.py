@@ -126,9 +126,7 @@ def metrics_from_counts(counts: np.ndarray, empty_policy: str = "report") -> dic
     }
 
 
-def hungarian_match(
-    pred_clusters: Sequence[ImageLike], targets: Sequence[ImageLike], n_clusters: int, n_classes: int
-) -> dict[int, int]:
+def hungarian_match(pred_clusters: Sequence[ImageLike], targets: Sequence[ImageLike], n_clusters: int, n_classes: int) -> dict[int, int]:
     """One-to-one cluster -> class mapping that maximises the matched pixels over the whole split.
 
     Builds the confusion histogram H[class, cluster] over all images (target pixels outside
@@ -301,9 +299,7 @@ def _foreground_counts(prediction: ImageLike, target: ImageLike, num_classes: in
     return _class_counts(_joint_histogram(target_map, prediction_map, num_classes, num_classes))[1:]
 
 
-def _cluster_histograms(
-    cluster_maps: Sequence[ImageLike], targets: Sequence[ImageLike], n_clusters: int, n_classes: int
-) -> np.ndarray:
+def _cluster_histograms(cluster_maps: Sequence[ImageLike], targets: Sequence[ImageLike], n_clusters: int, n_classes: int) -> np.ndarray:
     """(n_images, n_classes, n_clusters) pixel counts; target labels outside [0, n_classes) ignored."""
     _check_lengths(cluster_maps, targets)
     histograms = []

@@ -70,9 +70,7 @@ class ResNetBackbone(ResNet):
         self.stage_channels: tuple[int, ...] = (64, *(width * block.expansion for width in get_inplanes()))
         self.embed_dim = self.stage_channels[-1]
 
-    def feature_maps(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stem output after ReLU (stride 2, before max-pool) and layer1..layer4 (strides 4, 8, 16, 32)."""
         stem = self.act(self.bn1(self.conv1(x)))
         stage1 = self.layer1(self.maxpool(stem))

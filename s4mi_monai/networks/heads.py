@@ -101,10 +101,14 @@ class MultiCropWrapper(nn.Module):
         self.head = head
 
     def forward(self, crops: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.forward_with_features(crops)[1]
+
+    def forward_with_features(self, crops: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(backbone features, head output)``, both ``(n_crops·B, ·)`` in crop order; the features serve collapse monitoring."""
         if isinstance(crops, torch.Tensor):
             crops = [crops]
-        features = [self.backbone(torch.cat(group)) for group in self._consecutive_equal_shapes(crops)]
-        return self.head(torch.cat(features))
+        features = torch.cat([self.backbone(torch.cat(group)) for group in self._consecutive_equal_shapes(crops)])
+        return features, self.head(features)
 
     @staticmethod
     def _consecutive_equal_shapes(crops: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:

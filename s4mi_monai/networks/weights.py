@@ -83,9 +83,7 @@ class LoadReport:
         return asdict(self)
 
 
-def interpolate_pos_embed(
-    pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
-) -> torch.Tensor:
+def interpolate_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
     """Resample a ``(1, N, D)`` patch-position table from ``old_grid`` to ``new_grid`` (bicubic, antialiased).
 
     A leading CLS entry (``N == 1 + h * w``, timm layout) is kept as it is. The same grid returns the input
@@ -130,9 +128,7 @@ def load_pretrained(
     layout = _detect_layout(state) if source == "auto" else source
     renamed = _timm_vit_to_monai(state) if layout == "timm" else {key: (key, value) for key, value in state.items()}
 
-    excluded_keys = {
-        key for key, (original, _) in renamed.items() if _matches_any(key, exclude) or _matches_any(original, exclude)
-    }
+    excluded_keys = {key for key, (original, _) in renamed.items() if _matches_any(key, exclude) or _matches_any(original, exclude)}
     excluded = sorted(renamed[key][0] for key in excluded_keys)
     candidates = {key: tensor for key, (_, tensor) in renamed.items() if key not in excluded_keys}
     target = module.state_dict()
@@ -140,9 +136,7 @@ def load_pretrained(
     unexpected = sorted(renamed[key][0] for key in unexpected_keys)
 
     if not new_values:
-        mismatch_note = (
-            f"; {len(shape_mismatch)} names match with other shapes, e.g. {shape_mismatch[0]}" if shape_mismatch else ""
-        )
+        mismatch_note = f"; {len(shape_mismatch)} names match with other shapes, e.g. {shape_mismatch[0]}" if shape_mismatch else ""
         raise ValueError(
             f"{path} shares no loadable tensor with {type(module).__name__} (detected {layout} layout){mismatch_note}; "
             f"checkpoint keys start {_preview(state)}, model keys start {_preview(target)}"
@@ -212,8 +206,7 @@ def _find_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
         if len(nested) == 1:
             return dict(nested[0])
         raise ValueError(
-            f"{path} holds no state dict: top-level keys {list(checkpoint)[:10]}, none of {_NESTING_KEYS} "
-            "holds a mapping of tensors"
+            f"{path} holds no state dict: top-level keys {list(checkpoint)[:10]}, none of {_NESTING_KEYS} holds a mapping of tensors"
         )
     raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
 
@@ -287,9 +280,7 @@ def _best_prefix_alignment(source: Mapping[str, object], target: Mapping[str, ob
 
     def matches(pair: tuple[str, str]) -> int:
         source_prefix, target_prefix = pair
-        return sum(
-            1 for key in source if key.startswith(source_prefix) and target_prefix + key[len(source_prefix) :] in target
-        )
+        return sum(1 for key in source if key.startswith(source_prefix) and target_prefix + key[len(source_prefix) :] in target)
 
     pairs = [(s, t) for s in _module_prefixes(source) for t in _module_prefixes(target)]
     return max(pairs, key=lambda pair: (matches(pair), -len(pair[0]) - len(pair[1]), "teacher" in pair[0], pair))

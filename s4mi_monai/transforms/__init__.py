@@ -10,13 +10,14 @@ from s4mi_monai.transforms.color import (
     RandSolarize,
     RandSolarized,
 )
-from s4mi_monai.transforms.intensity import RedChannelNormalize, RedChannelNormalized
+from s4mi_monai.transforms.intensity import NormalizeBatch, RedChannelNormalize, RedChannelNormalized
 from s4mi_monai.transforms.io import BinarizeMaskd, mask_reader, rgb_reader, to_gray, to_rgb
 from s4mi_monai.transforms.multicrop import MultiCropBatch, MultiCropd, RandResizedCrop, multi_crop_views, resized_crop, sample_crop_boxes
 from s4mi_monai.transforms.tiling import TileSlide, TileSlided, tile_array, tile_boxes
 from s4mi_monai.transforms.writers import SaveMaskAndOverlayd, overlay
 
 __all__ = [
+    "NormalizeBatch",
     "sample_crop_boxes",
     "resized_crop",
     "multi_crop_views",

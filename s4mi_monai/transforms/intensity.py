@@ -45,4 +45,34 @@ class RedChannelNormalized(MapTransform):
         return d
 
 
-__all__: Sequence[str] = ("RedChannelNormalize", "RedChannelNormalized")
+class NormalizeBatch:
+    """Network input from a (B, 3, H, W) batch in [0, 1]: optional red-channel normalisation, then per-channel
+    ``(x − mean) / std`` (ImageNet statistics by default), on the batch's device.
+
+    The same steps as the dictionary transforms of the fine-tuning pipeline, for views that are made batch-wise
+    on the GPU during self-supervised pretraining.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        red_normalization: bool = False,
+        eps: float = 1e-11,
+    ) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.red_normalization = bool(red_normalization)
+        self.eps = eps
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"NormalizeBatch needs a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+        images = images.float()
+        if self.red_normalization:
+            red = images[:, :1] / torch.sqrt((images**2).sum(dim=1, keepdim=True) + self.eps)
+            images = torch.cat((red, images[:, 1:]), dim=1)
+        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+
+
+__all__: Sequence[str] = ("NormalizeBatch", "RedChannelNormalize", "RedChannelNormalized")

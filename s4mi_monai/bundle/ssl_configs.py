@@ -1,0 +1,465 @@
+"""Configs of the self-supervised classification bundles (DINO, CASS): label-free pretraining, then fine-tuning.
+
+``train.json`` holds the supervised fine-tuning of :func:`s4mi_monai.bundle.generate.train_config` unchanged
+(CASS: once per network, in the sections ``finetune_cnn`` and ``finetune_vit``) plus an ``ssl`` section
+with the pretraining objects. Run ids: ``pretrain`` (pretraining only, writes the pretrained backbone),
+``finetune`` (from ``--pretrained``), ``training`` / ``run`` (both, then the test report; a finished
+pretraining is not repeated when a killed run is started again) and ``benchmark``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from s4mi_monai.bundle import generate as g
+
+PRETRAIN_IMPORTS = ["$import copy", "$import s4mi_monai.engines", "$import s4mi_monai.handlers", "$import s4mi_monai.networks"]
+
+# Keys of the supervised train config that one fine-tuning owns (CASS keeps one set per network).
+FINETUNE_KEYS = (
+    "model_path",
+    "checkpoint_path",
+    "metrics_path",
+    "network_def",
+    "network",
+    "loss",
+    "optimizer",
+    "lr_scheduler",
+    "best_model",
+    "random_state",
+    "history",
+    "train",
+    "resume_objects",
+    "validate",
+    "test",
+    "settings",
+    "model_info",
+)
+BRANCH_LOCAL_REFERENCES = (*FINETUNE_KEYS, "output_dir", "backbone", "pretrained")
+
+
+def _pretraining_knobs(spec: g.BundleSpec) -> dict[str, Any]:
+    """Official DINO defaults (methods.md 1.2.a) or the CASS notebook recipe (1.3); demo-sized without a datalist."""
+    common = {
+        "pretrain_epochs": "$3 if @demo else 100",
+        "pretrain_batch_size": "$16 if @demo else 64" if spec.method == "dino" else 16,
+        "pretrain_image_size": "@image_size",
+        "channels_last": "$@torch_device.type == 'cuda'",
+        "compile": False,
+        "benchmark_steps": 20,
+    }
+    if spec.method == "cass":
+        return {
+            "cnn_backbone": "$'resnet18' if @demo else 'resnet50'",
+            "vit_backbone": "$'vit_ti16' if @demo else 'vit_b16'",
+            "report_branch": "cnn",
+            "projection_dim": 1000,
+            "pretrain_lr": 1e-3,
+            "pretrain_min_lr": 1e-6,
+            "pretrained_cnn": "$os.path.join(@output_dir, 'pretrained_cnn.pt')",
+            "pretrained_vit": "$os.path.join(@output_dir, 'pretrained_vit.pt')",
+            **common,
+        }
+    return {
+        "pretrained": "$os.path.join(@output_dir, 'pretrained_backbone.pt')",
+        "pretrain_lr": "$0.0005 * @pretrain_batch_size / 256",
+        "pretrain_min_lr": 1e-6,
+        "pretrain_warmup_epochs": "$min(10, @pretrain_epochs // 3)",
+        "pretrain_weight_decay": 0.04,
+        "pretrain_weight_decay_end": 0.4,
+        "teacher_momentum": 0.996,
+        "student_temp": 0.1,
+        "warmup_teacher_temp": 0.04,
+        "teacher_temp": 0.07,
+        "warmup_teacher_temp_epochs": "$min(30, @pretrain_epochs)",
+        "center_momentum": 0.9,
+        "head_out_dim": "$1024 if @demo else 65536",
+        "head_hidden_dim": "$512 if @demo else 2048",
+        "head_bottleneck_dim": 256,
+        "head_layers": 3,
+        "crop_preset": "dino",
+        "local_crop_size": "$max(16, @pretrain_image_size * 3 // 7 // 16 * 16)",
+        "n_local_crops": "$2 if @demo else 8",
+        "global_crop_scale": [0.4, 1.0],
+        "local_crop_scale": [0.05, 0.4],
+        "student_sees_globals": True,
+        "clip_grad": 3.0,
+        "freeze_last_layer": 1,
+        **common,
+    }
+
+
+def _ssl_data() -> dict[str, Any]:
+    """Every training image, labeled or not (never validation or test), decoded once and cached as uint8."""
+    return {
+        "preprocessing": [
+            {"_target_": "LoadImaged", "keys": "image", "reader": "$s4mi_monai.transforms.rgb_reader()", "image_only": True},
+            {"_target_": "EnsureChannelFirstd", "keys": "image", "channel_dim": -1},
+            {
+                "_target_": "Resized",
+                "keys": "image",
+                "spatial_size": ["$@pretrain_image_size * 8 // 7", "$@pretrain_image_size * 8 // 7"],
+                "mode": "area",
+            },
+            {"_target_": "EnsureTyped", "keys": "image", "data_type": "tensor", "dtype": "$torch.uint8", "track_meta": False},
+        ],
+        "dataset": {
+            "_target_": "CacheDataset",
+            "data": "$s4mi_monai.bundle.unlabeled_items(@data, 'training')",
+            "transform": "$monai.transforms.Compose(@ssl#preprocessing)",
+            "cache_rate": 1.0,
+            "progress": False,
+        },
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@ssl#dataset",
+            "batch_size": "$min(@pretrain_batch_size, len(@ssl#dataset))",
+            "shuffle": True,
+            "drop_last": True,
+            "num_workers": "@num_workers",
+            "pin_memory": "$@torch_device.type == 'cuda'",
+        },
+        "iterations_per_epoch": "$len(@ssl#dataloader)",
+        "normalize": {
+            "_target_": "s4mi_monai.transforms.NormalizeBatch",
+            "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+        },
+    }
+
+
+def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dict[str, Any]:
+    return {
+        "history": {
+            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "output_dir": "$os.path.join(@output_dir, 'pretraining')",
+            "optimizer": "@ssl#optimizer",
+        },
+        "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
+        "checkpoint_path": f"$os.path.join(@output_dir, '{checkpoint}')",
+        "run_handlers": [
+            "@ssl#history",
+            {
+                "_target_": "CheckpointLoader",
+                "_disabled_": "$not os.path.exists(@ssl#checkpoint_path)",
+                "load_path": "@ssl#checkpoint_path",
+                "load_dict": "$@ssl#resume_objects",
+                "map_location": "cpu",
+            },
+            {
+                "_target_": "s4mi_monai.handlers.TrainingCheckpoint",
+                "save_path": "@ssl#checkpoint_path",
+                "save_dict": "$@ssl#resume_objects",
+            },
+        ],
+        "resume_objects": {**resume_objects, "trainer": "@ssl#trainer", "history": "@ssl#history", "random_state": "@ssl#random_state"},
+    }
+
+
+def _monitoring(out_dim: str | None) -> list[dict[str, Any]]:
+    return [
+        {"_target_": "s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim},
+        {
+            "_target_": "TensorBoardStatsHandler",
+            "log_dir": "$os.path.join(@output_dir, 'pretraining', 'runs')",
+            "tag_name": "pretrain_loss",
+            "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+        },
+        {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+    ]
+
+
+def _dino_section() -> dict[str, Any]:
+    head = {
+        "_target_": "s4mi_monai.networks.DINOHead",
+        "in_dim": "$@ssl#backbone.embed_dim",
+        "out_dim": "@head_out_dim",
+        "hidden_dim": "@head_hidden_dim",
+        "bottleneck_dim": "@head_bottleneck_dim",
+        "n_layers": "@head_layers",
+    }
+    epochs, iters = "@pretrain_epochs", "@ssl#iterations_per_epoch"
+    return {
+        **_ssl_data(),
+        "backbone": {"_target_": "s4mi_monai.networks.build_backbone", "name": "@backbone", "image_size": "@pretrain_image_size"},
+        "student_def": {
+            "_target_": "s4mi_monai.networks.MultiCropWrapper",
+            "backbone": "$s4mi_monai.bundle.with_weights(@ssl#backbone, @pretrained_weights)",
+            "head": head,
+        },
+        "student": "$@ssl#student_def.to(@torch_device, memory_format=torch.channels_last if s4mi_monai.bundle.as_bool(@channels_last) else torch.contiguous_format)",
+        "teacher": "$copy.deepcopy(@ssl#student)",
+        "loss": {
+            "_target_": "s4mi_monai.losses.DINOLoss",
+            "out_dim": "@head_out_dim",
+            "student_temp": "@student_temp",
+            "center_momentum": "@center_momentum",
+        },
+        "optimizer": {
+            "_target_": "torch.optim.AdamW",
+            "params": "$s4mi_monai.handlers.param_groups_for_weight_decay(@ssl#student)",
+            "lr": "@pretrain_lr",
+            "fused": "$@torch_device.type == 'cuda'",
+        },
+        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
+        "weight_decay_schedule": f"$s4mi_monai.handlers.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
+        "momentum_schedule": f"$s4mi_monai.handlers.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
+        "teacher_temp_schedule": f"$s4mi_monai.handlers.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
+        "views": {
+            "_target_": "s4mi_monai.transforms.MultiCropBatch",
+            "preset": "@crop_preset",
+            "global_size": "@pretrain_image_size",
+            "local_size": "$None if @crop_preset == 'lucidrains' else @local_crop_size",
+            "n_local": "@n_local_crops",
+            "global_scale": "@global_crop_scale",
+            "local_scale": "@local_crop_scale",
+        },
+        "handlers": [
+            {
+                "_target_": "s4mi_monai.handlers.ScheduleHandler",
+                "values": "@ssl#lr_schedule",
+                "optimizer": "@ssl#optimizer",
+                "param_key": "lr",
+            },
+            {
+                "_target_": "s4mi_monai.handlers.ScheduleHandler",
+                "values": "@ssl#weight_decay_schedule",
+                "optimizer": "@ssl#optimizer",
+                "param_key": "weight_decay",
+            },
+            {"_target_": "s4mi_monai.handlers.ScheduleHandler", "values": "@ssl#teacher_temp_schedule", "attribute": "teacher_temp"},
+            {
+                "_target_": "s4mi_monai.handlers.EMATeacher",
+                "student": "@ssl#student",
+                "teacher": "@ssl#teacher",
+                "momentum": "@ssl#momentum_schedule",
+                "copy_buffers": False,
+            },
+            {"_target_": "s4mi_monai.handlers.FreezeLastLayer", "module": "@ssl#student", "epochs": "@freeze_last_layer"},
+            *_monitoring("@head_out_dim"),
+        ],
+        **_ssl_common_handlers(
+            "pretraining_checkpoint.pt",
+            {"student": "@ssl#student", "teacher": "@ssl#teacher", "loss": "@ssl#loss", "optimizer": "@ssl#optimizer"},
+        ),
+        "trainer": {
+            "_target_": "s4mi_monai.engines.DINOTrainer",
+            "device": "@torch_device",
+            "max_epochs": "@pretrain_epochs",
+            "train_data_loader": "@ssl#dataloader",
+            "network": "@ssl#student",
+            "teacher": "@ssl#teacher",
+            "optimizer": "@ssl#optimizer",
+            "loss_function": "@ssl#loss",
+            "views": "@ssl#views",
+            "normalize": "@ssl#normalize",
+            "teacher_temp": "@warmup_teacher_temp",
+            "clip_grad": "@clip_grad",
+            "student_sees_globals": "$s4mi_monai.bundle.as_bool(@student_sees_globals)",
+            "amp": "@use_amp",
+            "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
+            "compile": "$s4mi_monai.bundle.as_bool(@compile)",
+            "train_handlers": "@ssl#handlers",
+        },
+    }
+
+
+def _cass_section() -> dict[str, Any]:
+    def network(branch: str) -> dict[str, Any]:
+        return {
+            "_target_": "s4mi_monai.networks.MultiCropWrapper",
+            "backbone": f"@ssl#{branch}_encoder",
+            "head": {
+                "_target_": "s4mi_monai.networks.ProjectionHead",
+                "in_dim": f"$@ssl#{branch}_encoder.embed_dim",
+                "out_dim": "@projection_dim",
+            },
+        }
+
+    def schedule(optimizer: str) -> dict[str, Any]:
+        return {
+            "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "optimizer": optimizer,
+            "T_max": "$@pretrain_epochs * @ssl#iterations_per_epoch",
+            "eta_min": "@pretrain_min_lr",
+        }
+
+    return {
+        **_ssl_data(),
+        "cnn_encoder": "$s4mi_monai.bundle.with_weights(s4mi_monai.networks.build_backbone(@cnn_backbone, @pretrain_image_size), @pretrained_weights)",
+        "vit_encoder": "$s4mi_monai.networks.build_backbone(@vit_backbone, @pretrain_image_size)",
+        "cnn_def": network("cnn"),
+        "cnn": "$@ssl#cnn_def.to(@torch_device, memory_format=torch.channels_last if s4mi_monai.bundle.as_bool(@channels_last) else torch.contiguous_format)",
+        "vit_def": network("vit"),
+        "vit": "$@ssl#vit_def.to(@torch_device)",
+        "optimizer": {
+            "_target_": "torch.optim.Adam",
+            "params": "$@ssl#cnn.parameters()",
+            "lr": "@pretrain_lr",
+            "fused": "$@torch_device.type == 'cuda'",
+        },
+        "vit_optimizer": {
+            "_target_": "torch.optim.Adam",
+            "params": "$@ssl#vit.parameters()",
+            "lr": "@pretrain_lr",
+            "fused": "$@torch_device.type == 'cuda'",
+        },
+        "lr_scheduler": schedule("@ssl#optimizer"),
+        "vit_lr_scheduler": schedule("@ssl#vit_optimizer"),
+        "views": {"_target_": "s4mi_monai.transforms.MultiCropBatch", "preset": "cass", "global_size": "@pretrain_image_size"},
+        "handlers": [
+            {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#lr_scheduler", "print_lr": False, "epoch_level": False},
+            {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#vit_lr_scheduler", "print_lr": False, "epoch_level": False},
+            *_monitoring(None),
+        ],
+        **_ssl_common_handlers(
+            "pretraining_checkpoint.pt",
+            {
+                "cnn": "@ssl#cnn",
+                "vit": "@ssl#vit",
+                "optimizer": "@ssl#optimizer",
+                "vit_optimizer": "@ssl#vit_optimizer",
+                "lr_scheduler": "@ssl#lr_scheduler",
+                "vit_lr_scheduler": "@ssl#vit_lr_scheduler",
+            },
+        ),
+        "trainer": {
+            "_target_": "s4mi_monai.engines.CASSTrainer",
+            "device": "@torch_device",
+            "max_epochs": "@pretrain_epochs",
+            "train_data_loader": "@ssl#dataloader",
+            "network": "@ssl#cnn",
+            "optimizer": "@ssl#optimizer",
+            "transformer": "@ssl#vit",
+            "transformer_optimizer": "@ssl#vit_optimizer",
+            "views": "@ssl#views",
+            "normalize": "@ssl#normalize",
+            "amp": "@use_amp",
+            "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
+            "compile": "$s4mi_monai.bundle.as_bool(@compile)",
+            "train_handlers": "@ssl#handlers",
+        },
+    }
+
+
+def _rename_references(value: Any, section: str) -> Any:
+    """Point the references of one fine-tuning's own objects (``@network``, ``@train#...``) into ``section``."""
+    pattern = re.compile(r"@(" + "|".join(BRANCH_LOCAL_REFERENCES) + r")(?![\w])")
+    if isinstance(value, str):
+        return pattern.sub(lambda match: f"@{section}#{match.group(1)}", value)
+    if isinstance(value, list):
+        return [_rename_references(item, section) for item in value]
+    if isinstance(value, dict):
+        return {key: _rename_references(item, section) for key, item in value.items()}
+    return value
+
+
+def _finetune_steps(prefix: str = "") -> list[str]:
+    """Load the pretrained backbone, then the supervised steps: train, select on validation, report on test."""
+    return [
+        f"$s4mi_monai.bundle.load_backbone(@{prefix}network, @{prefix}pretrained)",
+        f"$s4mi_monai.bundle.write_model_info(@{prefix}output_dir, @{prefix}model_info)",
+        f"$[handler.attach(@{prefix}train#trainer) for handler in @{prefix}train#run_handlers]",
+        f"$@{prefix}train#trainer.run()",
+        f"$s4mi_monai.bundle.report_test_metrics(@{prefix}test#evaluator, @{prefix}network, @{prefix}model_path, @{prefix}metrics_path, @{prefix}settings, @{prefix}best_model)",
+    ]
+
+
+def _pretraining_settings(spec: g.BundleSpec) -> dict[str, Any]:
+    names = ["pretrain_epochs", "pretrain_batch_size", "pretrain_image_size", "pretrain_lr"]
+    if spec.method == "dino":
+        names += ["crop_preset", "n_local_crops", "local_crop_size", "head_out_dim", "student_temp", "teacher_temp", "teacher_momentum"]
+    else:
+        names += ["cnn_backbone", "vit_backbone", "projection_dim"]
+    return {name: f"@{name}" for name in names}
+
+
+def ssl_train_config(spec: g.BundleSpec) -> dict[str, Any]:
+    """``train.json`` of a DINO or CASS bundle."""
+    supervised = g.train_config(spec)
+    supervised["imports"] = g.IMPORTS + PRETRAIN_IMPORTS
+    supervised["label_fraction"] = 0.1
+    supervised["network_def"]["pretrained_weights"] = None  # the fine-tuned backbone comes from pretraining
+    supervised["settings"]["pretraining"] = _pretraining_settings(spec)
+    for key in ("initialize", "run", "training"):
+        supervised.pop(key)
+    head = {key: supervised.pop(key) for key in list(supervised) if key not in FINETUNE_KEYS}
+    pretraining_knobs = _pretraining_knobs(spec)
+    if spec.method == "cass":
+        head.pop("backbone")  # each network has its own: cnn_backbone, vit_backbone
+    config = {**head, **pretraining_knobs}
+    config["ssl"] = _dino_section() if spec.method == "dino" else _cass_section()
+
+    if spec.method == "dino":
+        config.update(supervised)
+        pretrained_files = ["@pretrained"]
+        save = ["$s4mi_monai.bundle.save_backbone(@ssl#teacher.backbone, @pretrained)"]
+        finetune = _finetune_steps()
+        finetune_trainers = ["@train#trainer"]
+    else:
+        for branch, backbone in (("cnn", "@cnn_backbone"), ("vit", "@vit_backbone")):
+            section = {
+                "output_dir": f"$os.path.join(@output_dir, '{branch}')",
+                "backbone": backbone,
+                "pretrained": f"@pretrained_{branch}",
+                **_rename_references(supervised, f"finetune_{branch}"),
+            }
+            section["settings"]["branch"] = branch
+            config[f"finetune_{branch}"] = section
+        pretrained_files = ["@pretrained_cnn", "@pretrained_vit"]
+        save = [
+            "$s4mi_monai.bundle.save_backbone(@ssl#cnn.backbone, @pretrained_cnn)",
+            "$s4mi_monai.bundle.save_backbone(@ssl#vit.backbone, @pretrained_vit)",
+        ]
+        finetune = [
+            *_finetune_steps("finetune_cnn#"),
+            *_finetune_steps("finetune_vit#"),
+            "$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, ['cnn', 'vit'])",
+        ]
+        finetune_trainers = ["@finetune_cnn#train#trainer", "@finetune_vit#train#trainer"]
+
+    pretrain = [
+        "$[handler.attach(@ssl#trainer) for handler in @ssl#run_handlers]",
+        "$@ssl#trainer.run()",
+        *save,
+    ]
+    done = " and ".join(f"os.path.exists({file})" for file in pretrained_files)
+    config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
+    config["pretrain"] = pretrain
+    config["finetune"] = finetune
+    config["run"] = [
+        f"$s4mi_monai.bundle.log_skipped_pretraining({', '.join(pretrained_files)}) if {done} else "
+        f"[[handler.attach(@ssl#trainer) for handler in @ssl#run_handlers], @ssl#trainer.run(), {', '.join(step[1:] for step in save)}]",
+        *finetune,
+    ]
+    config["training"] = "%run"
+    config["benchmark"] = [
+        "$s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",
+        *[f"$s4mi_monai.engines.benchmark({trainer}, 'finetune', @benchmark_steps)" for trainer in finetune_trainers],
+    ]
+    return config
+
+
+LUCIDRAINS_PRESET = {
+    "crop_preset": "lucidrains",
+    "n_local_crops": 2,
+    "global_crop_scale": [0.5, 1.0],
+    "student_sees_globals": False,
+    "student_temp": 0.9,
+    "warmup_teacher_temp": 0.04,
+    "teacher_temp": 0.04,
+    "head_hidden_dim": 256,
+    "head_out_dim": 65536,
+    "ssl#momentum_schedule": 0.9,
+    "pretrain_lr": 3e-4,
+    "pretrain_min_lr": 3e-4,
+    "pretrain_warmup_epochs": 0,
+    "pretrain_weight_decay": 0.0,
+    "pretrain_weight_decay_end": 0.0,
+    "clip_grad": 0.0,
+    "freeze_last_layer": 0,
+}
+"""``configs/lucidrains.json``, laid over ``train.json``: the simplified DINO that the S4MI authors ran (methods.md 1.2.b):
+student temperature 0.9, constant teacher temperature 0.04 and EMA 0.9, hidden width 256, two local crops at the global
+size seen by the student only, constant Adam 3e-4 without weight decay, no clipping or last-layer freezing. Kept from
+the official code: the weight-normalised last layer, per-image crop and colour draws (lucidrains draws once per batch)."""

@@ -1,0 +1,183 @@
+"""Label-free pretraining trainers: DINO (student + EMA teacher) and CASS (CNN + transformer).
+
+Both are MONAI ``SupervisedTrainer`` subclasses with their own ``_iteration``, so every MONAI/ignite
+handler (schedules, checkpoints, TensorBoard, validation) attaches as usual. The data loader yields
+batches of decoded images under ``"image"`` (uint8 or [0, 1] float, all of one size); the trainer makes
+the augmented views of the whole batch on the training device with
+:class:`s4mi_monai.transforms.MultiCropBatch`, so on a GPU the loader only decodes and collates.
+
+Per iteration the output holds ``loss`` plus what :class:`s4mi_monai.handlers.CollapseMonitor` reads:
+``embeddings`` (detached; DINO: the teacher's backbone features of the first global crop; CASS: the CNN's
+projection, which is what the loss aligns) and, for DINO, ``teacher_entropy``. ``torch.compile`` (the
+trainer's ``compile``) wraps the student (DINO) or the CNN (CASS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys
+from torch import nn
+
+from s4mi_monai.handlers.teacher import clip_gradients_per_parameter
+from s4mi_monai.losses import DINOLoss, cass_loss
+from s4mi_monai.transforms.multicrop import MultiCropBatch
+
+__all__ = ["CASSTrainer", "DINOTrainer", "SelfSupervisedTrainer"]
+
+
+class SelfSupervisedTrainer(SupervisedTrainer):
+    """Shared mechanics: views made on the device, input normalisation, bf16 autocast, channels_last.
+
+    ``views`` makes the named views of a batch; ``normalize`` maps a (B, 3, H, W) view in [0, 1] to network
+    input (ImageNet normalisation, red-channel normalisation). ``amp`` means bf16 autocast (no gradient
+    scaler is needed for bf16) on CUDA; elsewhere it is ignored. ``channels_last`` stores the CNN
+    inputs in NHWC, which cuDNN convolutions prefer under autocast.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Any,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: Callable,
+        views: MultiCropBatch,
+        normalize: Callable[[torch.Tensor], torch.Tensor],
+        amp: bool = False,
+        channels_last: bool = False,
+        train_handlers: Sequence | None = None,
+        compile: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            train_handlers=train_handlers,
+            amp=False,
+            decollate=False,
+            compile=compile,
+            optim_set_to_none=True,
+        )
+        self.views = views
+        self.normalize = normalize
+        self.use_bf16 = bool(amp) and device.type == "cuda"
+        self.channels_last = bool(channels_last)
+        self.generator = generator
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+
+    def make_views(self, batchdata: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The normalised views of the batch's images, on the device, by view name."""
+        images = batchdata[CommonKeys.IMAGE]
+        images = images.as_tensor() if hasattr(images, "as_tensor") else images
+        images = images.to(self.state.device, non_blocking=True)
+        views = self.views(images, self.generator)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return {name: self.normalize(view).contiguous(memory_format=memory_format) for name, view in views.items()}
+
+
+class DINOTrainer(SelfSupervisedTrainer):
+    """DINO self-distillation (Caron et al. 2021): the student (``network``) learns the EMA teacher's targets.
+
+    One iteration, as the official ``train_one_epoch``: teacher on the global crops, student on every crop
+    (or, with ``student_sees_globals=False``, only on the local crops, as lucidrains' ``Dino``),
+    :class:`s4mi_monai.losses.DINOLoss` at the teacher temperature ``engine.state.teacher_temp`` (set each
+    iteration by a :class:`s4mi_monai.handlers.ScheduleHandler`), backward,
+    ``BACKWARD_COMPLETED`` (where :class:`s4mi_monai.handlers.FreezeLastLayer` acts), per-parameter
+    gradient clipping at ``clip_grad`` (0: off), optimizer step. The teacher's EMA update is the
+    :class:`s4mi_monai.handlers.EMATeacher` handler at ``ITERATION_COMPLETED``. Both networks are
+    :class:`s4mi_monai.networks.MultiCropWrapper`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        teacher: nn.Module,
+        teacher_temp: float = 0.04,
+        clip_grad: float = 3.0,
+        student_sees_globals: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.loss_function, DINOLoss):
+            raise TypeError(f"DINOTrainer needs a DINOLoss, got {type(self.loss_function).__name__}")
+        self.teacher = teacher
+        self.clip_grad = clip_grad
+        self.student_sees_globals = student_sees_globals
+        self.state.teacher_temp = teacher_temp
+
+    def _iteration(self, engine: DINOTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
+        views = engine.make_views(batchdata)
+        global_crops = [view for name, view in views.items() if name.startswith("global")]
+        local_crops = [view for name, view in views.items() if name.startswith("local")]
+        student_crops = global_crops + local_crops if engine.student_sees_globals else local_crops
+        engine.network.train()
+        engine.teacher.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        with engine.autocast():
+            with torch.no_grad():
+                teacher_features, teacher_output = engine.teacher.forward_with_features(global_crops)
+            student_output = engine.network(student_crops)
+            loss = engine.loss_function(student_output.float(), teacher_output.float(), engine.state.teacher_temp)
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if engine.clip_grad:
+            clip_gradients_per_parameter(engine.network, engine.clip_grad)
+        engine.optimizer.step()
+        batch_size = global_crops[0].shape[0]
+        engine.state.output = {
+            CommonKeys.LOSS: loss.detach(),
+            "embeddings": teacher_features[:batch_size].detach().float(),
+            "teacher_entropy": engine.loss_function.teacher_entropy(teacher_output.float(), engine.state.teacher_temp),
+        }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class CASSTrainer(SelfSupervisedTrainer):
+    """CASS (Singh et al. 2023): a CNN (``network``) and a transformer (``transformer``) agree on one view.
+
+    One iteration: the single view of each image goes through both networks (backbone + projection),
+    ``L = mean_b[2 − 2 cos(z_cnn, z_vit)]`` (:func:`s4mi_monai.losses.cass_loss`), both gradients are zeroed
+    before backward (the reference notebook never zeroed them) and both optimizers step. A learning-rate
+    schedule per optimizer attaches as ordinary handlers.
+    """
+
+    def __init__(self, *args: Any, transformer: nn.Module, transformer_optimizer: torch.optim.Optimizer, **kwargs: Any) -> None:
+        kwargs.setdefault("loss_function", cass_loss)
+        super().__init__(*args, **kwargs)
+        self.transformer = transformer
+        self.transformer_optimizer = transformer_optimizer
+
+    def _iteration(self, engine: CASSTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
+        (view,) = engine.make_views(batchdata).values()
+        engine.network.train()
+        engine.transformer.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        engine.transformer_optimizer.zero_grad(set_to_none=True)
+        with engine.autocast():
+            z_cnn = engine.network(view)
+            z_vit = engine.transformer(view.contiguous())
+            loss = engine.loss_function(z_cnn.float(), z_vit.float())
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.optimizer.step()
+        engine.transformer_optimizer.step()
+        engine.state.output = {CommonKeys.LOSS: loss.detach(), "embeddings": z_cnn.detach().float()}
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

@@ -1,0 +1,214 @@
+"""DINO and CASS trainers, collapse monitoring, batch normalisation, the benchmark and the lucidrains preset."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.transforms import NormalizeIntensity
+from torch import nn
+from torch.utils.data import DataLoader
+
+from s4mi_monai.engines import CASSTrainer, DINOTrainer, benchmark
+from s4mi_monai.handlers import CollapseMonitor, EMATeacher, FreezeLastLayer, ScheduleHandler
+from s4mi_monai.losses import DINOLoss
+from s4mi_monai.networks import DINOHead, MultiCropWrapper, ProjectionHead, build_backbone
+from s4mi_monai.transforms import MultiCropBatch, NormalizeBatch, RedChannelNormalize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TinyCNN(nn.Module):
+    """A small backbone with BatchNorm, ``(B, 3, H, W) -> (B, 16)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.embed_dim = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _loader(n_images: int = 16, size: int = 40, batch_size: int = 8) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    images = [{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator)} for _ in range(n_images)]
+    return DataLoader(images, batch_size=batch_size)
+
+
+def _dino_trainer(max_epochs: int = 1, momentum: float = 0.996, lr: float = 1e-3, out_dim: int = 64) -> DINOTrainer:
+    torch.manual_seed(0)
+    student = MultiCropWrapper(TinyCNN(), DINOHead(16, out_dim, hidden_dim=32, bottleneck_dim=16))
+    teacher = copy.deepcopy(student)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr)
+    return DINOTrainer(
+        "cpu",
+        max_epochs,
+        _loader(),
+        student,
+        optimizer,
+        DINOLoss(out_dim),
+        views=MultiCropBatch("dino", 32, 16, 2),
+        normalize=NormalizeBatch(),
+        teacher=teacher,
+        train_handlers=[EMATeacher(student, teacher, momentum), FreezeLastLayer(student), CollapseMonitor(out_dim=out_dim)],
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _cass_trainer(max_epochs: int = 1, lr: float = 1e-3) -> CASSTrainer:
+    torch.manual_seed(0)
+    cnn = MultiCropWrapper(TinyCNN(), ProjectionHead(16, 8))
+    vit = MultiCropWrapper(build_backbone("vit_ti16", 32), ProjectionHead(192, 8))
+    return CASSTrainer(
+        "cpu",
+        max_epochs,
+        _loader(),
+        cnn,
+        torch.optim.Adam(cnn.parameters(), lr=lr),
+        views=MultiCropBatch("cass", 32),
+        normalize=NormalizeBatch(),
+        transformer=vit,
+        transformer_optimizer=torch.optim.Adam(vit.parameters(), lr=lr),
+        train_handlers=[CollapseMonitor()],
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _losses(trainer) -> list[float]:
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(float(engine.state.output["loss"])))
+    trainer.run()
+    return losses
+
+
+def test_dino_pretraining_student_approaches_the_teacher():
+    """The part of the DINO loss the student controls, KL(P_t || P_s) = loss - H(P_t), falls in a short run."""
+    trainer = _dino_trainer(max_epochs=15)
+    gaps: list[float] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: gaps.append(float(engine.state.output["loss"] - engine.state.output["teacher_entropy"]))
+    )
+    trainer.run()
+    assert sum(gaps[-5:]) / 5 < 0.5 * sum(gaps[:5]) / 5, gaps
+
+
+def test_dino_trainer_updates_teacher_by_ema_and_reports_collapse_measures():
+    trainer = _dino_trainer(max_epochs=2, momentum=0.5)
+    teacher_before = [p.detach().clone() for p in trainer.teacher.parameters()]
+    trainer.run()
+    moved = [not torch.equal(before, after) for before, after in zip(teacher_before, trainer.teacher.parameters())]
+    assert any(moved), "the EMA handler moves the teacher towards the student"
+    assert all(not p.requires_grad for p in trainer.teacher.parameters())
+    metrics = trainer.state.metrics
+    assert 0 <= metrics["embedding_collapse"] <= 1
+    assert 0 < metrics["teacher_entropy"] <= math.log(64) + 1e-4
+
+
+def test_dino_trainer_reads_the_scheduled_teacher_temperature():
+    trainer = _dino_trainer(max_epochs=1)
+    seen: list[float] = []
+    ScheduleHandler([0.04, 0.07], attribute="teacher_temp").attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: seen.append(engine.state.teacher_temp))
+    trainer.run()
+    assert seen == [0.04, 0.07]
+
+
+def test_dino_student_sees_only_local_crops_in_the_lucidrains_variant():
+    trainer = _dino_trainer()
+    trainer.student_sees_globals = False
+    shapes: list[tuple[int, ...]] = []
+    trainer.network.backbone.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(inputs[0].shape)))
+    trainer.run()
+    assert set(shapes) == {(16, 3, 16, 16)}, "2 local crops of 8 images, no global crop"
+
+
+def test_cass_trainer_loss_falls_and_both_networks_learn():
+    trainer = _cass_trainer(max_epochs=6)
+    cnn_before = [p.detach().clone() for p in trainer.network.parameters()]
+    vit_before = [p.detach().clone() for p in trainer.transformer.parameters()]
+    losses = _losses(trainer)
+    assert losses[-1] < losses[0] / 2, losses
+    assert any(not torch.equal(b, a) for b, a in zip(cnn_before, trainer.network.parameters()))
+    assert any(not torch.equal(b, a) for b, a in zip(vit_before, trainer.transformer.parameters()))
+
+
+def test_cass_trainer_zeroes_gradients_between_steps():
+    """The reference never zeroed them; here a stale gradient must not leak into the next step."""
+    trainer = _cass_trainer(lr=0.0)  # lr 0: the weights stay put, so a repeated step must give the same gradients
+    batch = next(iter(trainer.data_loader))
+    parameters = list(trainer.network.parameters()) + list(trainer.transformer.parameters())
+    trainer.generator.manual_seed(1)
+    trainer._iteration(trainer, batch)
+    first = [None if p.grad is None else p.grad.clone() for p in parameters]
+    unused = [name for name, p in trainer.transformer.named_parameters() if p.grad is None]
+    assert all(".norm_cross_attn." in name for name in unused), "every used parameter of both networks gets a gradient"
+    assert all(p.grad is not None for p in trainer.network.parameters())
+    for parameter in parameters:
+        parameter.grad = torch.full_like(parameter, 1e6)
+    trainer.generator.manual_seed(1)
+    trainer._iteration(trainer, batch)
+    for parameter, expected in zip(parameters, first):
+        if expected is None:
+            assert parameter.grad is None
+        else:
+            torch.testing.assert_close(parameter.grad, expected)
+
+
+def test_collapse_monitor_scores_and_warns(caplog: pytest.LogCaptureFixture):
+    monitor = CollapseMonitor(out_dim=64)
+    monitor._rows = [torch.randn(256, 32, generator=torch.Generator().manual_seed(0))]
+    healthy = monitor.compute()
+    assert healthy["embedding_collapse"] < 0.3 and monitor.warnings(healthy) == []
+    direction = torch.randn(1, 32)
+    monitor._rows = [torch.linspace(-1, 1, 256).unsqueeze(1) * direction]
+    collapsed = monitor.compute()
+    assert collapsed["embedding_collapse"] > 0.95
+    assert any("representation collapse" in message for message in monitor.warnings(collapsed))
+    assert any("one-hot" in message for message in monitor.warnings({"teacher_entropy": 0.001}))
+    assert any("uniform" in message for message in monitor.warnings({"teacher_entropy": math.log(64)}))
+    assert monitor.warnings({"teacher_entropy": 2.0}) == []
+
+
+def test_normalize_batch_matches_the_fine_tuning_transforms():
+    images = torch.rand(2, 3, 8, 8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    dictionary_path = NormalizeIntensity(subtrahend=mean, divisor=std, channel_wise=True)
+    for red in (False, True):
+        expected = torch.stack(
+            [torch.as_tensor(dictionary_path(RedChannelNormalize()(image) if red else image.clone())) for image in images]
+        )
+        torch.testing.assert_close(NormalizeBatch(mean, std, red_normalization=red)(images), expected)
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        NormalizeBatch()(torch.rand(3, 8, 8))
+
+
+def test_benchmark_reports_throughput_without_running_handlers(capsys: pytest.CaptureFixture):
+    trainer = _cass_trainer()
+    completed: list[int] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: completed.append(1))
+    result = benchmark(trainer, "pretrain", steps=2, warmup=1)
+    assert result["images_per_second"] > 0 and result["step_seconds"] > 0 and result["peak_memory_mb"] > 0
+    assert result["batch_size"] == 8 and result["device"] == "cpu" and completed == []
+    assert "benchmark" in capsys.readouterr().out
+    with pytest.raises(ValueError):
+        benchmark(trainer, "pretrain", steps=0)
+
+
+def test_lucidrains_preset_overrides_the_official_recipe():
+    from monai.bundle import ConfigParser
+
+    configs = REPO / "bundles" / "dino_isic" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "lucidrains.json")])
+    preset = json.loads((configs / "lucidrains.json").read_text())
+    assert parser.get_parsed_content("student_temp") == 0.9 and parser.get_parsed_content("ssl#momentum_schedule") == 0.9
+    assert parser.get_parsed_content("crop_preset") == "lucidrains" and preset["student_sees_globals"] is False
+    official = ConfigParser()
+    official.read_config(str(configs / "train.json"))
+    assert official.get_parsed_content("student_temp") == 0.1 and official.get_parsed_content("crop_preset") == "dino"
