@@ -1,4 +1,4 @@
-"""The ``s4mi`` command line (fire): dataset preparation, demo data, dataset checks and saliency maps."""
+"""The ``s4mi`` command line (fire): dataset preparation, demo data, dataset checks, saliency maps and result tables."""
 
 from __future__ import annotations
 
@@ -141,6 +141,18 @@ class S4MI:
 
         written = bundle_saliency(bundle, images, model_path=model_path, output_dir=output_dir, n_images=n_images, device=device)
         return "\n".join([f"wrote {len(written)} saliency panels", *(f"  {path}" for path in written)])
+
+    def table(self, *runs: str, columns: str | Sequence[str] | None = None, split: str = "test", task: str = "classification") -> str:
+        """A markdown table of finished runs' metrics: s4mi table "LABEL=RUN_DIR[#BRANCH]" ..."""
+        from s4mi_monai.metrics.tables import CLASSIFICATION_COLUMNS, SEGMENTATION_COLUMNS, metrics_table
+
+        if task not in ("classification", "segmentation"):
+            raise ValueError(f"task must be classification or segmentation, got {task!r}")
+        if columns is None:
+            chosen = CLASSIFICATION_COLUMNS if task == "classification" else SEGMENTATION_COLUMNS
+        else:
+            chosen = columns.split(",") if isinstance(columns, str) else columns
+        return metrics_table(runs, [*chosen, "best_validation"], split=split)
 
 
 def main() -> None:

@@ -192,3 +192,49 @@ def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
     )
     assert ("pretraining already done" in result.stdout + result.stderr) == (name == "dino_isic")
     assert "fine-tuning starts from" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_cross_teaching_bundle_end_to_end(tmp_path: Path):
+    """Both networks trained on 50 % of the masks and scored; evaluate either; predict with either or their mean."""
+    metrics, predictions = _run_family("crossteach_seg_isic", tmp_path)
+    out = tmp_path / "model"
+    assert metrics["settings"]["label_fraction"] == 0.5 and metrics["settings"]["reported_branch"] == "cnn"
+    assert set(metrics["branches"]) == {"cnn", "transformer"} and metrics["test"] == metrics["branches"]["cnn"]["test"]
+    settings = metrics["settings"]
+    assert settings["n_labeled_training_items"] + settings["n_unlabeled_training_items"] == 105
+    for branch in ("cnn", "transformer"):
+        assert metrics["branches"][branch]["test"]["iou_per_image_mean"] > 0.4, metrics["branches"][branch]["test"]
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    last = history[-1]
+    assert {"cnn validate_metric", "transformer validate_metric"} <= set(last["validation"])
+    assert last["training"]["consistency_weight"] == pytest.approx(0.1) and last["training"]["cross_teaching_cnn"] > 0
+    assert Image.open(predictions / "wide_mask.png").size == (120, 90)
+
+    _bundle(
+        "run",
+        "evaluating",
+        "--config_file",
+        "bundles/crossteach_seg_isic/configs/evaluate.json",
+        "--output_dir",
+        str(out),
+        "--branch",
+        "transformer",
+    )
+    transformer = json.loads((out / "transformer" / "metrics.json").read_text())
+    assert transformer["test"] == metrics["branches"]["transformer"]["test"]
+    mean = tmp_path / "mean"
+    _bundle(
+        "run",
+        "--config_file",
+        "bundles/crossteach_seg_isic/configs/inference.json",
+        "--input_dir",
+        str(_new_images_folder(tmp_path / "new_images")),
+        "--output_dir",
+        str(mean),
+        "--model_path",
+        str(out / "model.pt"),
+        "--predict_with",
+        "mean",
+    )
+    assert Image.open(mean / "tall_mask.png").size == (100, 150)

@@ -300,6 +300,24 @@ def test_history_logs_one_line_per_epoch_and_writes_json_and_curves(tmp_path: Pa
     assert only_file_names(tmp_path) == ["best.pt", "curves.png", "history.json"]
 
 
+def test_history_records_every_named_validator(tmp_path: Path):
+    """Two networks trained together (cross teaching): each validator's metrics under its name."""
+    trainer = Engine(lambda engine, batch: batch)
+    network = torch.nn.Linear(4, 3)
+    validators = {
+        name: SupervisedEvaluator(
+            "cpu", DataLoader(labelled_samples(4, seed=1)), network, key_val_metric={"score": ScriptedMetric([value])}
+        )
+        for name, value in (("cnn", 0.7), ("transformer", 0.4))
+    }
+    history = EpochHistory(str(tmp_path), validator=validators)
+    history.attach(trainer)
+    for validator in validators.values():
+        ValidationHandler(interval=1, validator=validator).attach(trainer)
+    trainer.run([1.0], max_epochs=1)
+    assert history.history[0]["validation"] == {"cnn score": 0.7, "transformer score": 0.4}
+
+
 @pytest.mark.parametrize(
     "as_output",
     [

@@ -172,11 +172,14 @@ def report_test_metrics(
     return test
 
 
-def unlabeled_items(datalist: Mapping, split: str = "training") -> list[dict]:
-    """Every image of a split, labeled or not, as ``{"image": path}``: the data of label-free pretraining."""
+def unlabeled_items(datalist: Mapping, split: str = "training", label_fraction: float | None = None) -> list[dict]:
+    """Images as ``{"image": path}``, labels dropped: every image of a split (label-free pretraining), or with a
+    ``label_fraction`` the training images outside that labeled subset (the unlabeled stream of semi-supervised training)."""
     from s4mi_monai.data.datalist import split_items
 
-    return [{"image": item["image"]} for item in split_items(datalist, split, None)]
+    if label_fraction is None:
+        return [{"image": item["image"]} for item in split_items(datalist, split, None)]
+    return [{"image": item["image"]} for item in split_items(datalist, split, label_fraction, labeled=False)]
 
 
 def with_weights(module: torch.nn.Module, weights: str | None) -> torch.nn.Module:
@@ -219,9 +222,9 @@ def log_skipped_pretraining(*paths: str) -> None:
 def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str]) -> None:
     """Copy the reported network's model, info, history and curves to ``output_dir``; one metrics.json with every branch.
 
-    CASS fine-tunes its CNN and its transformer separately (``<output_dir>/<branch>/``); inference and
-    evaluation use ``<output_dir>/model.pt``, the ``report_branch`` (default the CNN, as the paper's table
-    reports both but selects neither).
+    CASS fine-tunes its CNN and its transformer separately, cross teaching trains both together; each network's
+    files are in ``<output_dir>/<branch>/``. Inference and evaluation use ``<output_dir>/model.pt``, the
+    ``report_branch`` (default the CNN: the paper's tables report both, Luo et al. report the CNN).
     """
     import json
     import shutil
@@ -232,6 +235,8 @@ def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str])
         raise ValueError(f"report_branch must be one of {list(branches)}, got {report_branch!r}")
     root = Path(output_dir)
     for name in ("model.pt", MODEL_INFO, "history.json", "curves.png"):
+        if name in ("history.json", "curves.png") and not (root / report_branch / name).is_file():
+            continue  # networks trained together (cross teaching) share one history at the top
         temporary = root / f".{name}.tmp"
         shutil.copyfile(root / report_branch / name, temporary)
         os.replace(temporary, root / name)
@@ -245,3 +250,14 @@ def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str])
         branches={branch: {"test": value["test"], "validation": value["validation"]} for branch, value in metrics.items()},
     )
     logger.info("reported network: %s (all branches in %s)", report_branch, root / "metrics.json")
+
+
+def branch_model_path(model_path: str, branch: str) -> str:
+    """The weights of one network of a two-network bundle: ``model_path`` itself when its ``model_info.json``
+    names that branch (the published copy), else ``<folder of model_path>/<branch>/model.pt``."""
+    import json
+
+    info = Path(model_path).parent / MODEL_INFO
+    if info.is_file() and json.loads(info.read_text()).get("branch") == branch:
+        return model_path
+    return str(Path(model_path).parent / branch / "model.pt")

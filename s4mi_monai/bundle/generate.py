@@ -52,8 +52,13 @@ class BundleSpec:
     def self_supervised(self) -> bool:
         return self.method in SELF_SUPERVISED_METHODS
 
+    @property
+    def semi_supervised(self) -> bool:
+        return self.method in SEMI_SUPERVISED_METHODS
+
 
 SELF_SUPERVISED_METHODS = ("dino", "cass")
+SEMI_SUPERVISED_METHODS = ("crossteach_seg",)
 
 
 def _spec_list() -> list[BundleSpec]:
@@ -76,6 +81,15 @@ def _spec_list() -> list[BundleSpec]:
         specs.append(
             BundleSpec(
                 "cass", "classification", profile, "CASS self-supervised pretraining (ResNet-50 + ViT-B/16), then fine-tuning of each"
+            )
+        )
+    for profile in PROFILES.values():
+        specs.append(
+            BundleSpec(
+                "crossteach_seg",
+                "segmentation",
+                profile,
+                "Semi-supervised cross teaching between a CNN U-Net and a Swin-UNet, on a fraction of the masks",
             )
         )
     return specs
@@ -710,13 +724,33 @@ def _train_json(spec: BundleSpec) -> dict[str, Any]:
         from s4mi_monai.bundle.ssl_configs import ssl_train_config
 
         return ssl_train_config(spec)
+    if spec.semi_supervised:
+        from s4mi_monai.bundle.semi_configs import crossteach_train_config
+
+        return crossteach_train_config(spec)
     return train_config(spec)
+
+
+def _evaluate_json(spec: BundleSpec) -> dict[str, Any]:
+    if spec.semi_supervised:
+        from s4mi_monai.bundle.semi_configs import crossteach_evaluate_config
+
+        return crossteach_evaluate_config(spec)
+    return evaluate_config(spec)
+
+
+def _inference_json(spec: BundleSpec) -> dict[str, Any]:
+    if spec.semi_supervised:
+        from s4mi_monai.bundle.semi_configs import crossteach_inference_config
+
+        return crossteach_inference_config(spec)
+    return inference_config(spec)
 
 
 CONFIG_BUILDERS: dict[str, Callable[[BundleSpec], dict[str, Any]]] = {
     "train.json": _train_json,
-    "evaluate.json": evaluate_config,
-    "inference.json": inference_config,
+    "evaluate.json": _evaluate_json,
+    "inference.json": _inference_json,
     "metadata.json": metadata,
 }
 
@@ -729,6 +763,10 @@ def bundle_files(spec: BundleSpec) -> dict[str, str]:
         from s4mi_monai.bundle.ssl_configs import LUCIDRAINS_PRESET
 
         files["configs/lucidrains.json"] = json.dumps(LUCIDRAINS_PRESET, indent=2) + "\n"
+    if spec.semi_supervised:
+        from s4mi_monai.bundle.semi_configs import SSL4MIS_PRESET
+
+        files["configs/ssl4mis.json"] = json.dumps(SSL4MIS_PRESET, indent=2) + "\n"
     return files
 
 

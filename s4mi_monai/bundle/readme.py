@@ -49,7 +49,33 @@ SSL_METHODS = {
 }
 
 
+CROSS_TEACHING = (
+    "- Networks, trained together from random initialisation: a CNN, `s4mi_monai.networks.SSL4MISUNet` (the SSL4MIS U-Net: "
+    "channels 16-32-64-128-256, dropout 0.05-0.5 in the encoder, bilinear decoder, about 1.8 M parameters), and a transformer, "
+    "`s4mi_monai.networks.SwinUNet` (a pure-transformer 2D Swin-UNet from MONAI's Swin blocks: patch 4, window 7, embedding "
+    "`--transformer_embed_dim` (96; 24 for the demo), depths 2-2-2-2, heads 3-6-12-24, patch-expanding decoder with skips, final "
+    "x4 expansion and a 1x1 convolution). `--transformer swin_unetr` selects MONAI's `SwinUNETR(spatial_dims=2)` instead; "
+    "`--transformer_weights PATH` loads a local ImageNet Swin-T checkpoint into the Swin-UNet encoder (and, as the reference, "
+    "its mirrored decoder). Both need sides that are multiples of 32 (`--image_size` 64, 96, ..., 224).\n"
+    "- Batches: `--labeled_batch_size` labeled + `--unlabeled_batch_size` unlabeled images (8 + 8; 4 + 4 for the demo) from a "
+    "two-stream sampler over the labeled subset of `--label_fraction` (default 0.5) and the other training images; every "
+    "labeled image is seen every epoch. At 1.0 every image is labeled: batches hold 16 labeled images and the cross-teaching "
+    "term acts on their predictions.\n"
+    "- Loss per network: 1/2 (CE + Dice) on the labeled images, plus lambda(t) times the Dice between its softmax on the "
+    "unlabeled images and the other network's detached argmax (SSL4MIS Dice: squared denominators, background included). "
+    "lambda(t) = 0.1 exp(-5 (1 - t/T)^2) up to T, then 0.1, with T = `--consistency_ramp` (0.4) of the run, so that the term "
+    "really reaches `--consistency` (in the S4MI code it never exceeded about 0.011).\n"
+    "- Optimiser: Adam per network, lr 3.6e-4, weight decay 1e-5, cosine over all iterations (the paper); "
+    "`configs/ssl4mis.json` (pass it after train.json) switches to SGD 0.01, momentum 0.9, weight decay 1e-4, poly decay (SSL4MIS).\n"
+    "- Augmentation: rotation and flips drawn once for image and mask together, colour jitter on the image.\n"
+    "- Model selection: each network at its best validation `--selection_metric` (default `iou_per_image_mean`); both are "
+    "scored on the test split, the `--report_branch` (default `cnn`, as Luo et al.) is the bundle's `model.pt`."
+)
+
+
 def _method(spec: BundleSpec) -> str:
+    if spec.semi_supervised:
+        return CROSS_TEACHING
     if spec.method in SSL_METHODS:
         return (
             SSL_METHODS[spec.method]
@@ -101,6 +127,12 @@ def _metrics(spec: BundleSpec) -> str:
 
 
 def _ssl_overrides(spec: BundleSpec) -> str:
+    if spec.semi_supervised:
+        return (
+            "\nCross teaching: `--labeled_batch_size N`, `--unlabeled_batch_size N`, `--consistency W`, `--consistency_ramp F`, "
+            "`--transformer swin_unet|swin_unetr`, `--transformer_embed_dim N`, `--transformer_weights PATH`, `--report_branch cnn|transformer`, "
+            "`--learning_rate LR`, `--channels_last true|false`, `--compile true|false`."
+        )
     if not spec.self_supervised:
         return ""
     common = "`--pretrain_epochs N`, `--pretrain_batch_size N`, `--pretrain_lr LR`, `--pretrain_image_size N`, `--channels_last true|false`, `--compile true|false`"
@@ -117,6 +149,14 @@ def _ssl_overrides(spec: BundleSpec) -> str:
 
 
 def _ssl_outputs(spec: BundleSpec) -> str:
+    if spec.semi_supervised:
+        return (
+            "\nEach network's selected weights, `model_info.json` and test `metrics.json` are in `cnn/` and `transformer/`; "
+            "`metrics.json` at the top holds the reported branch and both under `branches`; `history.json` records both networks' "
+            "validation and the mean loss terms and lambda of every epoch. `evaluate.json` scores `model.pt`, or either network "
+            "with `--branch cnn|transformer`; `inference.json` predicts with the reported network, or `--predict_with "
+            "cnn|transformer|mean` (mean: the average of both softmaxes; TorchScript export covers one network at a time)."
+        )
     if spec.method == "dino":
         return "\nPretraining writes `pretrained_backbone.pt` (the teacher's backbone) and `pretraining/` (history, curves, TensorBoard)."
     if spec.method == "cass":
@@ -138,6 +178,14 @@ def _saliency(spec: BundleSpec) -> str:
     )
 
 
+def _common_overrides(spec: BundleSpec) -> str:
+    if spec.semi_supervised:
+        return " (`--batch_size`: evaluation only)"
+    if spec.task == "classification":
+        return ",\n`--pretrained_weights PATH`, `--backbone NAME`, `--loss_kind ce|bce|focal`, `--class_weighting inverse_frequency`"
+    return ",\n`--pretrained_weights PATH`, `--encoder resnet18|resnet34|resnet50`"
+
+
 def readme(spec: BundleSpec, existing: str = "") -> str:
     """The README text for ``spec``, keeping the measured results of ``existing``."""
     name = spec.name
@@ -151,7 +199,26 @@ def readme(spec: BundleSpec, existing: str = "") -> str:
     paper = "--backbone resnet50 --image_size 224 --max_epochs 50" if spec.task == "classification" else "--image_size 224 --max_epochs 50"
     if spec.method == "cass":
         paper = "--image_size 224 --max_epochs 50"
+    fraction = "0.5" if spec.semi_supervised else "0.1"
+    fraction_words = "50 %" if spec.semi_supervised else "10 %"
     stages = ""
+    if spec.semi_supervised:
+        stages = f"""
+# the SSL4MIS optimiser (SGD, poly decay) instead of the paper's Adam with cosine
+python -m monai.bundle run training --config_file "['{root}/configs/train.json','{root}/configs/ssl4mis.json']" --datalist {{datalist}}
+
+# throughput of training (images/s, step time, peak memory); no model or metrics written
+python -m monai.bundle run benchmark --config_file {root}/configs/train.json --datalist {{datalist}}
+
+# either network, or the mean of both softmaxes, for evaluation and inference
+python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json --datalist {{datalist}} --branch transformer
+python -m monai.bundle run --config_file {root}/configs/inference.json --input_dir new_images --predict_with mean
+
+# TorchScript export of the Swin-UNet: traced at a fixed input size (MONAI's Swin blocks do not script)
+python -m monai.bundle ckpt_export network_def --filepath {root}/models/transformer.ts --ckpt_file {root}/models/transformer/model.pt \\
+    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root} \\
+    --predict_with transformer --use_trace true --input_shape "[1, 3, 224, 224]"
+"""
     if spec.self_supervised:
         pretrained = "--pretrained_cnn CNN.pt --pretrained_vit VIT.pt" if spec.method == "cass" else "--pretrained BACKBONE.pt"
         preset = (
@@ -214,9 +281,9 @@ and levels, unknown labels) and lists all problems at once.
 ## Commands
 
 ```bash
-# train at the paper setting on your data (10 % of the labels; any fraction works)
+# train at the paper setting on your data ({fraction_words} of the labels; any fraction works)
 python -m monai.bundle run training --config_file {root}/configs/train.json \\
-    --datalist {datalist} --label_fraction 0.1 {paper}
+    --datalist {datalist} --label_fraction {fraction} {paper}
 {stages.format(datalist=datalist)}
 # a killed run resumes from its last epoch when the same command is run again
 # evaluate the trained model on the test split (writes metrics.json)
@@ -233,8 +300,7 @@ python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/
 ```
 
 Overrides: `--datalist FILE`, `--dataset_dir DIR`, `--label_fraction F`, `--seed N`, `--max_epochs N`,
-`--image_size N`, `--batch_size N`, `--device cpu|cuda`, `--amp true|false`, `--output_dir DIR`,
-`--pretrained_weights PATH`{", `--backbone NAME`, `--loss_kind ce|bce|focal`, `--class_weighting inverse_frequency`" if spec.task == "classification" else ", `--encoder resnet18|resnet34|resnet50`"}.{_ssl_overrides(spec)}
+`--image_size N`, `--batch_size N`, `--device cpu|cuda`, `--amp true|false`, `--output_dir DIR`{_common_overrides(spec)}.{_ssl_overrides(spec)}
 
 ## Outputs
 

@@ -163,7 +163,7 @@ def _monitoring(out_dim: str | None) -> list[dict[str, Any]]:
             "_target_": "TensorBoardStatsHandler",
             "log_dir": "$os.path.join(@output_dir, 'pretraining', 'runs')",
             "tag_name": "pretrain_loss",
-            "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+            "output_transform": "$lambda output: output['loss']",
         },
         {"_target_": "ignite.handlers.ProgressBar", "persist": False},
     ]

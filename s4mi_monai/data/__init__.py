@@ -7,6 +7,7 @@ from s4mi_monai.data.check import CheckReport, DatasetError, Problem, check_item
 from s4mi_monai.data.datalist import build_datalist, check_datalist, labeled_subset, load_datalist, save_datalist, split_items
 from s4mi_monai.data.dermofit import prepare_dermofit
 from s4mi_monai.data.isic2017 import prepare_isic2017
+from s4mi_monai.data.sampling import TwoStreamBatchSampler, two_stream_collate
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, SPLITS, assign_splits, fraction_key, label_fraction_subsets
 from s4mi_monai.data.table import prepare_csv
 
@@ -29,4 +30,6 @@ __all__ = [
     "prepare_isic2017",
     "save_datalist",
     "split_items",
+    "TwoStreamBatchSampler",
+    "two_stream_collate",
 ]

@@ -2,5 +2,6 @@
 
 from s4mi_monai.engines.benchmark import benchmark
 from s4mi_monai.engines.self_supervised import CASSTrainer, DINOTrainer, SelfSupervisedTrainer
+from s4mi_monai.engines.semi_supervised import CrossTeachingTrainer
 
-__all__ = ["CASSTrainer", "DINOTrainer", "SelfSupervisedTrainer", "benchmark"]
+__all__ = ["CASSTrainer", "CrossTeachingTrainer", "DINOTrainer", "SelfSupervisedTrainer", "benchmark"]

@@ -62,6 +62,8 @@ class EpochHistory:
     scalar metrics of ``validator`` when it ran during the epoch. Logs one line per epoch on the
     ``s4mi_monai`` logger, e.g. ``epoch 3/8  loss 0.5123  val f1_macro 0.6102 (best 0.6301 @ 2)  lr 3.1e-04  12.3 s``
     (best from ``best_saver``), and rewrites ``history.json`` and ``curves.png`` in ``output_dir``.
+    ``validator`` may also map names to validators (two networks trained together): their metrics are
+    recorded as ``"<name> <metric>"``.
 
     Order-independent: validation metrics are taken at the validator's own ``COMPLETED``, and at ``STARTED``
     the epoch record moves itself after the trainer's other ``EPOCH_COMPLETED`` handlers, so it sees the
@@ -72,12 +74,17 @@ class EpochHistory:
     def __init__(
         self,
         output_dir: str,
-        validator: Engine | None = None,
+        validator: Engine | Mapping[str, Engine] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         best_saver: BestModelSaver | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.validator = validator
+        if validator is None:
+            self.validators: dict[str, Engine] = {}
+        elif isinstance(validator, Mapping):
+            self.validators = dict(validator)
+        else:
+            self.validators = {"": validator}
         self.optimizer = optimizer
         self.best_saver = best_saver
         self._epochs: list[dict[str, Any]] = []
@@ -97,8 +104,8 @@ class EpochHistory:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._record_iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._end_epoch)
         engine.add_event_handler(Events.COMPLETED, self.write_files)
-        if self.validator is not None:
-            self.validator.add_event_handler(Events.COMPLETED, self._capture_validation)
+        for name, validator in self.validators.items():
+            validator.add_event_handler(Events.COMPLETED, self._capture_validation, f"{name} " if name else "")
 
     def _record_after_other_epoch_handlers(self, engine: Engine) -> None:
         engine.remove_event_handler(self._end_epoch, Events.EPOCH_COMPLETED)
@@ -115,9 +122,9 @@ class EpochHistory:
         if self.optimizer is not None:
             self._lr = float(self.optimizer.param_groups[0]["lr"])
 
-    def _capture_validation(self, validator: Engine) -> None:
-        metrics = {name: _as_float(value) for name, value in validator.state.metrics.items()}
-        self._validation = {name: value for name, value in metrics.items() if value is not None}
+    def _capture_validation(self, validator: Engine, prefix: str = "") -> None:
+        metrics = {prefix + name: _as_float(value) for name, value in validator.state.metrics.items()}
+        self._validation.update({name: value for name, value in metrics.items() if value is not None})
 
     def _end_epoch(self, engine: Engine) -> None:
         record = {

@@ -1,4 +1,5 @@
-"""Per-iteration schedules (DINO's lr, weight decay, teacher temperature) and the handler that applies them.
+"""Per-iteration schedules (DINO's lr, weight decay, teacher temperature; the cross-teaching weight and the
+SSL4MIS poly lr) and the handler that applies them.
 
 Schedules are precomputed arrays with one value per training iteration, as in the official DINO code;
 :class:`ScheduleHandler` writes value ``iteration − 1`` into an optimizer's param groups or onto an
@@ -29,6 +30,8 @@ __all__ = [
     "cosine_schedule",
     "linear_warmup_then_constant",
     "param_groups_for_weight_decay",
+    "poly_schedule",
+    "sigmoid_rampup_schedule",
     "value_at_iteration",
 ]
 
@@ -82,6 +85,35 @@ def linear_warmup_then_constant(start: float, end: float, warmup_epochs: int, ep
         raise ValueError(f"warmup_epochs must lie in [0, epochs={epochs}], got {warmup_epochs}")
     per_epoch = np.concatenate((np.linspace(start, end, warmup_epochs), np.full(epochs - warmup_epochs, end)))
     return np.repeat(per_epoch, iters_per_epoch)
+
+
+def sigmoid_rampup_schedule(maximum: float, ramp_fraction: float, epochs: int, iters_per_epoch: int) -> np.ndarray:
+    """One value per iteration: the "sigmoid" ramp-up of Laine & Aila, used for the cross-teaching weight λ(t).
+
+    With ``N = epochs · iters_per_epoch`` and ramp length ``T = ramp_fraction · N``: iteration ``t`` gets
+    ``maximum · exp(−5 (1 − t/T)²)`` for ``t < T`` and ``maximum`` from ``T`` on, so the weight really
+    reaches ``maximum`` within the run (SSL4MIS ramps over 30,000 iterations by ``iter // 150``; the S4MI
+    script kept that ramp for a 10,000-iteration run, so λ never exceeded about 0.011).
+    ``ramp_fraction = 0`` gives ``maximum`` throughout.
+    """
+    if epochs < 1 or iters_per_epoch < 1:
+        raise ValueError(f"epochs and iters_per_epoch must be positive, got {epochs} and {iters_per_epoch}")
+    if not 0.0 <= ramp_fraction <= 1.0:
+        raise ValueError(f"ramp_fraction must lie in [0, 1], got {ramp_fraction}")
+    total = epochs * iters_per_epoch
+    ramp = ramp_fraction * total
+    if ramp == 0:
+        return np.full(total, float(maximum))
+    progress = np.clip(np.arange(total) / ramp, 0.0, 1.0)
+    return maximum * np.exp(-5.0 * (1.0 - progress) ** 2)
+
+
+def poly_schedule(base: float, epochs: int, iters_per_epoch: int, power: float = 0.9) -> np.ndarray:
+    """One value per iteration: ``base · (1 − t/N)^power``, the SSL4MIS learning-rate decay (N iterations)."""
+    if epochs < 1 or iters_per_epoch < 1:
+        raise ValueError(f"epochs and iters_per_epoch must be positive, got {epochs} and {iters_per_epoch}")
+    total = epochs * iters_per_epoch
+    return base * (1.0 - np.arange(total) / total) ** power
 
 
 def param_groups_for_weight_decay(module: torch.nn.Module) -> list[dict[str, Any]]:

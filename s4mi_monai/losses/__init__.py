@@ -3,5 +3,16 @@
 from s4mi_monai.losses.cass import cass_loss
 from s4mi_monai.losses.classification import LOSS_KINDS, ClassificationLoss, classification_loss, inverse_frequency_weights
 from s4mi_monai.losses.dino import DINOLoss
+from s4mi_monai.losses.segmentation import CrossTeachingLoss, ssl4mis_dice_loss, supervised_segmentation_loss
 
-__all__ = ["cass_loss", "DINOLoss", "LOSS_KINDS", "ClassificationLoss", "classification_loss", "inverse_frequency_weights"]
+__all__ = [
+    "cass_loss",
+    "CrossTeachingLoss",
+    "ssl4mis_dice_loss",
+    "supervised_segmentation_loss",
+    "DINOLoss",
+    "LOSS_KINDS",
+    "ClassificationLoss",
+    "classification_loss",
+    "inverse_frequency_weights",
+]

@@ -1,10 +1,12 @@
-"""Networks of s4mi_monai: classification backbones, the ResNet U-Net, and local pretrained-weight loading."""
+"""Networks of s4mi_monai: classification backbones, the ResNet U-Net, the cross-teaching SSL4MISUNet and SwinUNet, and local weight loading."""
 
 from __future__ import annotations
 
 from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
+from .ensemble import PREDICTION_CHOICES, SoftmaxEnsemble, select_prediction_network
 from .heads import DINOHead, MultiCropWrapper, ProjectionHead
-from .unet import ResNetUNet
+from .swin_unet import SwinUNet, build_segmentation_transformer, swin_official_to_swin_unet
+from .unet import ResNetUNet, SSL4MISUNet
 from .weights import LoadReport, interpolate_pos_embed, load_pretrained
 
 __all__ = [
@@ -16,8 +18,15 @@ __all__ = [
     "LoadReport",
     "ResNetBackbone",
     "ResNetUNet",
+    "SSL4MISUNet",
+    "SwinUNet",
+    "SoftmaxEnsemble",
+    "PREDICTION_CHOICES",
+    "select_prediction_network",
     "ViTBackbone",
     "build_backbone",
+    "build_segmentation_transformer",
     "interpolate_pos_embed",
     "load_pretrained",
+    "swin_official_to_swin_unet",
 ]

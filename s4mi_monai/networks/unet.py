@@ -1,4 +1,7 @@
-"""U-Net with a full torchvision-style ResNet encoder, the supervised segmentation baseline (DEDL).
+"""U-Nets of s4mi_monai: ``ResNetUNet``, the supervised segmentation baseline (DEDL), and ``SSL4MISUNet``.
+
+``SSL4MISUNet`` is the small CNN of cross teaching (Luo et al. MIDL 2022; SSL4MIS/PyMIC ``UNet``), see its
+docstring. The rest of this docstring is about ``ResNetUNet``, a U-Net with a full torchvision-style ResNet encoder.
 
 DEDL trains ``segmentation_models_pytorch.Unet(encoder_name="resnet34")``. MONAI's
 ``FlexibleUNet(backbone="resnet34")`` uses MedicalNet's parameter-free shortcuts, which torchvision
@@ -22,7 +25,7 @@ from torch import nn
 from .classifiers import RESNET_LAYOUTS, ResNetBackbone
 from .weights import load_pretrained
 
-__all__ = ["ResNetUNet"]
+__all__ = ["ResNetUNet", "SSL4MISUNet"]
 
 
 class UNetDecoderBlock(nn.Module):
@@ -90,4 +93,74 @@ class ResNetUNet(nn.Module):
         for level, block in enumerate(self.decoder):
             decoded = block(decoded, skips[level])
         logits = self.segmentation_head(self.full_resolution_block(decoded))
+        return logits[..., top : top + height, left : left + width]
+
+
+class SSL4MISConvBlock(nn.Sequential):
+    """SSL4MIS ``ConvBlock``: 3x3 conv-BN-LeakyReLU, Dropout(p), 3x3 conv-BN-LeakyReLU (convolutions with bias)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float) -> None:
+        conv_options = {"spatial_dims": 2, "kernel_size": 3, "act": ("leakyrelu", {"negative_slope": 0.01}), "norm": "batch"}
+        super().__init__(
+            Convolution(in_channels=in_channels, out_channels=out_channels, adn_ordering="NAD", dropout=dropout, **conv_options),
+            Convolution(in_channels=out_channels, out_channels=out_channels, adn_ordering="NA", **conv_options),
+        )
+
+
+class SSL4MISUpBlock(nn.Module):
+    """SSL4MIS ``UpBlock`` (bilinear): 1x1 conv to the skip width, bilinear x2 (align_corners), concat [skip, up], ConvBlock."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1x1 = nn.Conv2d(in_channels, skip_channels, kernel_size=1)
+        self.conv = SSL4MISConvBlock(2 * skip_channels, out_channels, dropout=0.0)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.conv1x1(x), scale_factor=2.0, mode="bilinear", align_corners=True)
+        return self.conv(torch.cat((skip, x), dim=1))
+
+
+class SSL4MISUNet(nn.Module):
+    """The CNN of cross teaching (SSL4MIS/PyMIC ``UNet``, bilinear decoder); ``forward`` returns logits ``(B, out, H, W)``.
+
+    Encoder: a ConvBlock at full resolution, then four levels of max-pool 2 + ConvBlock, with the dropout
+    ``dropout[k]`` inside level k's block; decoder: four UpBlocks (no dropout) back to full resolution and a
+    3x3 convolution to the class logits. About 1.8 M parameters at the defaults. Unlike the reference, any
+    input size works: sides are zero-padded (centred) up to a multiple of 16 inside ``forward`` and the
+    logits are cropped back. Scriptable with ``torch.jit.script`` (MONAI bundles export it that way).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 2,
+        channels: Sequence[int] = (16, 32, 64, 128, 256),
+        dropout: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
+    ) -> None:
+        super().__init__()
+        channels, dropout = tuple(channels), tuple(float(p) for p in dropout)
+        if len(channels) != 5 or len(dropout) != 5:
+            raise ValueError(f"channels and dropout need one entry per level (5), got {channels} and {dropout}")
+        self.output_stride = 16
+        levels: list[nn.Module] = [SSL4MISConvBlock(in_channels, channels[0], dropout[0])]
+        for level in range(1, 5):
+            levels.append(nn.Sequential(nn.MaxPool2d(2), SSL4MISConvBlock(channels[level - 1], channels[level], dropout[level])))
+        self.encoder = nn.ModuleList(levels)
+        self.decoder = nn.ModuleList(SSL4MISUpBlock(channels[level], channels[level - 1], channels[level - 1]) for level in range(4, 0, -1))
+        self.out_conv = nn.Conv2d(channels[0], out_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        pad_height, pad_width = (-height) % self.output_stride, (-width) % self.output_stride
+        top, left = pad_height // 2, pad_width // 2
+        x = F.pad(x, [left, pad_width - left, top, pad_height - top])
+
+        features = []
+        for level in self.encoder:
+            x = level(x)
+            features.append(x)
+        decoded = features[4]
+        for index, block in enumerate(self.decoder):
+            decoded = block(decoded, features[3 - index])
+        logits = self.out_conv(decoded)
         return logits[..., top : top + height, left : left + width]
