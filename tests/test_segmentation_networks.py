@@ -318,3 +318,13 @@ def test_ssl4mis_unet_gradients_flow_to_every_parameter():
         name for name, parameter in network.named_parameters() if parameter.grad is None or not parameter.grad.abs().sum() > 0
     ]
     assert without_gradient == []
+
+
+def test_training_size_is_checked_before_any_data_is_read():
+    from s4mi_monai.networks import check_transformer_image_size
+
+    assert check_transformer_image_size(224) == 224
+    with pytest.raises(ValueError, match=r"--image_size 100: swin_unet takes sides that are multiples of 32 \(e\.g\. 64"):
+        check_transformer_image_size(100)
+    with pytest.raises(ValueError, match="unknown segmentation transformer"):
+        check_transformer_image_size(64, "unet")

@@ -2,7 +2,7 @@
 # The self-supervised classification study of docs/self_supervised.md on real ISIC-2017, sized for a
 # 2-core CPU: supervised, DINO and CASS at 10 % and 100 % labels, same seed, same labeled subsets.
 # Usage (from the repo root): bash docs/studies/ssl_isic2017.sh [ISIC_ROOT] [OUT]
-# Takes about 75 minutes on 2 CPU cores. A rerun skips finished stages; delete OUT to start over.
+# Takes about 75 minutes on 2 otherwise idle CPU cores. A rerun skips finished runs (a killed run resumes).
 set -euo pipefail
 ISIC=${1:-../shared/data/isic2017}
 OUT=${2:-results/ssl}
@@ -33,6 +33,7 @@ done_in "$OUT/cass_100" || bundle finetune cass_isic "${COMMON[@]}" "${CASS[@]}"
   --pretrained_cnn "$OUT/cass_10/pretrained_cnn.pt" --pretrained_vit "$OUT/cass_10/pretrained_vit.pt" --output_dir "$OUT/cass_100"
 
 s4mi table --split test \
+  --columns f1_macro,balanced_accuracy,auc_macro,isic2017_challenge_score,recall_per_class.melanoma,reference_micro_recall_as_f1 \
   "supervised R18, 10 %=$OUT/supervised_10" "supervised R18, 100 %=$OUT/supervised_100" \
   "DINO R18, 10 %=$OUT/dino_10" "DINO R18, 100 %=$OUT/dino_100" \
   "CASS R18, 10 %=$OUT/cass_10#cnn" "CASS ViT-Ti/16, 10 %=$OUT/cass_10#vit" \

@@ -337,7 +337,11 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
         "test_transformer": _evaluation(spec, "test", "transformer", []),
         "settings": _settings(),
         **{f"model_info_{branch}": _model_info(spec, branch) for branch in BRANCHES},
-        "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"],
+        "initialize": [
+            "$monai.utils.set_determinism(seed=@seed)",
+            "$s4mi_monai.bundle.configure_logging()",
+            "$s4mi_monai.networks.check_transformer_image_size(@image_size, @transformer)",
+        ],
     }
     report = []
     for branch in BRANCHES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
 from .ensemble import PREDICTION_CHOICES, SoftmaxEnsemble, select_prediction_network
 from .heads import DINOHead, MultiCropWrapper, ProjectionHead
-from .swin_unet import SwinUNet, build_segmentation_transformer, swin_official_to_swin_unet
+from .swin_unet import SwinUNet, build_segmentation_transformer, check_transformer_image_size, swin_official_to_swin_unet
 from .unet import ResNetUNet, SSL4MISUNet
 from .weights import LoadReport, interpolate_pos_embed, load_pretrained
 
@@ -26,6 +26,7 @@ __all__ = [
     "ViTBackbone",
     "build_backbone",
     "build_segmentation_transformer",
+    "check_transformer_image_size",
     "interpolate_pos_embed",
     "load_pretrained",
     "swin_official_to_swin_unet",

@@ -52,6 +52,7 @@ from torch import nn
 
 __all__ = [
     "SEGMENTATION_TRANSFORMERS",
+    "check_transformer_image_size",
     "FinalPatchExpandX4",
     "PatchExpand",
     "SwinUNETR2D",
@@ -85,6 +86,15 @@ def _check_image_size(network: str, x: torch.Tensor, in_channels: int, multiple:
         raise ValueError(
             f"{network} takes height and width that are multiples of {multiple} (e.g. {_example_sizes(multiple)}), got {height}x{width}"
         )
+
+
+def check_transformer_image_size(image_size: int, name: str = "swin_unet") -> int:
+    """Fail before any data is read when the training size cannot go through the transformer (sides multiple of 32)."""
+    if name not in SEGMENTATION_TRANSFORMERS:
+        raise ValueError(f"unknown segmentation transformer {name!r}; choose from {SEGMENTATION_TRANSFORMERS}")
+    if int(image_size) % 32 != 0:
+        raise ValueError(f"--image_size {image_size}: {name} takes sides that are multiples of 32 (e.g. {_example_sizes(32)})")
+    return int(image_size)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
