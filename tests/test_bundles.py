@@ -238,3 +238,18 @@ def test_cross_teaching_bundle_end_to_end(tmp_path: Path):
         "mean",
     )
     assert Image.open(mean / "tall_mask.png").size == (100, 150)
+
+
+def test_ssl4mis_preset_switches_cross_teaching_to_sgd_with_poly_decay():
+    from monai.bundle import ConfigParser
+
+    configs = REPO / "bundles" / "crossteach_seg_isic" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "ssl4mis.json")])
+    parser["iterations_per_epoch"] = 4  # instead of the data loader's length: no data needed
+    for key in ("optimizer", "transformer_optimizer"):
+        optimizer = parser.get_parsed_content(key)
+        assert isinstance(optimizer, torch.optim.SGD)
+        assert optimizer.defaults["lr"] == 0.01 and optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 1e-4
+    schedule = parser.get_parsed_content("lr_schedule")
+    assert schedule[0] == pytest.approx(0.01) and schedule[-1] == pytest.approx(0.01 * (1 / len(schedule)) ** 0.9)

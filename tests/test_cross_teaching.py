@@ -248,3 +248,22 @@ def test_labeled_and_unlabeled_items_partition_the_training_split():
     assert not labeled & unlabeled_images
     assert len(labeled | unlabeled_images) == len(datalist["training"]) and len(labeled) == len(datalist["label_fractions"]["0.5"])
     assert unlabeled_items(datalist, "training", 1.0) == []
+
+
+def test_trainer_channels_last_path_runs_on_cpu():
+    dataset = _Dataset(n_labeled=2, n_unlabeled=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=TwoStreamBatchSampler(2, 2, 2, 2), collate_fn=two_stream_collate)
+    cnn, transformer = _tiny_net(), _tiny_net()
+    trainer = CrossTeachingTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        network=cnn.to(memory_format=torch.channels_last),
+        optimizer=torch.optim.SGD(cnn.parameters(), lr=0.1),
+        transformer=transformer,
+        transformer_optimizer=torch.optim.SGD(transformer.parameters(), lr=0.1),
+        amp=True,  # bf16 autocast is for CUDA only: ignored here
+        channels_last=True,
+    )
+    trainer.run()
+    assert not trainer.use_bf16 and torch.isfinite(trainer.state.output["loss"])

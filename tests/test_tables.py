@@ -47,9 +47,10 @@ def test_rows_columns_nested_values_and_branches(runs):
     assert lines[3] == "| cass vit | 0.200 | 0.500 | - | - |"
 
 
-def test_metrics_file_path_accepted(runs):
+def test_metrics_file_path_accepted_and_labels_may_hold_equals_signs(runs):
     supervised, _ = runs
     assert "| a | 0.500 |" in metrics_table([f"a={supervised / 'metrics.json'}"], ["f1_macro"])
+    assert "| λ = 0 | 0.500 |" in metrics_table([f"λ = 0={supervised}"], ["f1_macro"])
 
 
 def test_clear_errors(runs, tmp_path):

@@ -33,6 +33,11 @@ done
     --output_dir "$OUT/crossteach_$tag"
 done
 
+# ablation: the same two networks at 50 % without the cross-teaching term (each learns from the masks only)
+[ "$PART" = supervised ] || done_in "$OUT/crossteach_50_no_ct" || bundle crossteach_seg_isic "${COMMON[@]}" \
+  --label_fraction 0.5 --max_epochs 4 --labeled_batch_size 8 --unlabeled_batch_size 8 --transformer_embed_dim 48 \
+  --consistency 0 --output_dir "$OUT/crossteach_50_no_ct"
+
 [ "$PART" = all ] || exit 0
 s4mi table --task segmentation --split test \
   "supervised U-Net, 10 %=$OUT/supervised_10" "supervised U-Net, 50 %=$OUT/supervised_50" \
@@ -40,4 +45,6 @@ s4mi table --task segmentation --split test \
   "cross teaching U-Net, 10 %=$OUT/crossteach_10#cnn" "cross teaching Swin-UNet, 10 %=$OUT/crossteach_10#transformer" \
   "cross teaching U-Net, 50 %=$OUT/crossteach_50#cnn" "cross teaching Swin-UNet, 50 %=$OUT/crossteach_50#transformer" \
   "cross teaching U-Net, 100 %=$OUT/crossteach_100#cnn" "cross teaching Swin-UNet, 100 %=$OUT/crossteach_100#transformer" \
+  "no cross teaching (λ = 0) U-Net, 50 %=$OUT/crossteach_50_no_ct#cnn" \
+  "no cross teaching (λ = 0) Swin-UNet, 50 %=$OUT/crossteach_50_no_ct#transformer" \
   | tee "$OUT/table.md"

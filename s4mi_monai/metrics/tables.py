@@ -24,7 +24,7 @@ def read_run_metrics(spec: str) -> tuple[str, dict[str, Any]]:
     """``"LABEL=PATH[#BRANCH]"`` -> (label, the run's metrics or its branch's), with clear errors."""
     if "=" not in spec:
         raise ValueError(f"run {spec!r} must be LABEL=PATH or LABEL=PATH#BRANCH")
-    label, target = spec.split("=", 1)
+    label, target = spec.rsplit("=", 1)  # labels may hold "=" ("λ = 0"), paths rarely do
     path_text, _, branch = target.partition("#")
     path = Path(path_text)
     if path.is_dir():
