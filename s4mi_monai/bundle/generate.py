@@ -355,6 +355,22 @@ def _model_info(spec: BundleSpec) -> dict[str, Any]:
     return info
 
 
+def run_handlers(history: str, checkpoint_path: str, resume_objects: str) -> list[Any]:
+    """Attached just before a trainer runs: the epoch history, resume from ``checkpoint_path`` when it exists, and
+    the per-epoch checkpoint of ``resume_objects`` (deleted when the run completes)."""
+    return [
+        history,
+        {
+            "_target_": "CheckpointLoader",
+            "_disabled_": f"$not os.path.exists({checkpoint_path})",
+            "load_path": checkpoint_path,
+            "load_dict": f"${resume_objects}",
+            "map_location": "cpu",
+        },
+        {"_target_": "s4mi_monai.handlers.TrainingCheckpoint", "save_path": checkpoint_path, "save_dict": f"${resume_objects}"},
+    ]
+
+
 # ----------------------------------------------------------------------------------------- configs
 
 
@@ -418,17 +434,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
                 },
                 {"_target_": "ignite.handlers.ProgressBar", "persist": False},
             ],
-            "run_handlers": [
-                "@history",
-                {
-                    "_target_": "CheckpointLoader",
-                    "_disabled_": "$not os.path.exists(@checkpoint_path)",
-                    "load_path": "@checkpoint_path",
-                    "load_dict": "$@resume_objects",
-                    "map_location": "cpu",
-                },
-                {"_target_": "s4mi_monai.handlers.TrainingCheckpoint", "save_path": "@checkpoint_path", "save_dict": "$@resume_objects"},
-            ],
+            "run_handlers": run_handlers("@history", "@checkpoint_path", "@resume_objects"),
             "trainer": {
                 "_target_": "SupervisedTrainer",
                 "device": "@torch_device",

@@ -292,17 +292,7 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
                 },
                 {"_target_": "ignite.handlers.ProgressBar", "persist": False},
             ],
-            "run_handlers": [
-                "@history",
-                {
-                    "_target_": "CheckpointLoader",
-                    "_disabled_": "$not os.path.exists(@checkpoint_path)",
-                    "load_path": "@checkpoint_path",
-                    "load_dict": "$@resume_objects",
-                    "map_location": "cpu",
-                },
-                {"_target_": "s4mi_monai.handlers.TrainingCheckpoint", "save_path": "@checkpoint_path", "save_dict": "$@resume_objects"},
-            ],
+            "run_handlers": g.run_handlers("@history", "@checkpoint_path", "@resume_objects"),
             "trainer": {
                 "_target_": "s4mi_monai.engines.CrossTeachingTrainer",
                 "device": "@torch_device",

@@ -137,21 +137,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
         },
         "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
         "checkpoint_path": f"$os.path.join(@output_dir, '{checkpoint}')",
-        "run_handlers": [
-            "@ssl#history",
-            {
-                "_target_": "CheckpointLoader",
-                "_disabled_": "$not os.path.exists(@ssl#checkpoint_path)",
-                "load_path": "@ssl#checkpoint_path",
-                "load_dict": "$@ssl#resume_objects",
-                "map_location": "cpu",
-            },
-            {
-                "_target_": "s4mi_monai.handlers.TrainingCheckpoint",
-                "save_path": "@ssl#checkpoint_path",
-                "save_dict": "$@ssl#resume_objects",
-            },
-        ],
+        "run_handlers": g.run_handlers("@ssl#history", "@ssl#checkpoint_path", "@ssl#resume_objects"),
         "resume_objects": {**resume_objects, "trainer": "@ssl#trainer", "history": "@ssl#history", "random_state": "@ssl#random_state"},
     }
 

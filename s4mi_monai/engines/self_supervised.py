@@ -15,15 +15,14 @@ trainer's ``compile``) wraps the student (DINO) or the CNN (CASS).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 from torch import nn
 
+from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.handlers.teacher import clip_gradients_per_parameter
 from s4mi_monai.losses import DINOLoss, cass_loss
 from s4mi_monai.transforms.multicrop import MultiCropBatch
@@ -31,13 +30,12 @@ from s4mi_monai.transforms.multicrop import MultiCropBatch
 __all__ = ["CASSTrainer", "DINOTrainer", "SelfSupervisedTrainer"]
 
 
-class SelfSupervisedTrainer(SupervisedTrainer):
+class SelfSupervisedTrainer(CustomIterationTrainer):
     """Shared mechanics: views made on the device, input normalisation, bf16 autocast, channels_last.
 
     ``views`` makes the named views of a batch; ``normalize`` maps a (B, 3, H, W) view in [0, 1] to network
-    input (ImageNet normalisation, red-channel normalisation). ``amp`` means bf16 autocast (no gradient
-    scaler is needed for bf16) on CUDA; elsewhere it is ignored. ``channels_last`` stores the CNN
-    inputs in NHWC, which cuDNN convolutions prefer under autocast.
+    input (ImageNet normalisation, red-channel normalisation). ``amp`` and ``channels_last`` as in
+    :class:`s4mi_monai.engines.base.CustomIterationTrainer`.
     """
 
     def __init__(
@@ -56,28 +54,21 @@ class SelfSupervisedTrainer(SupervisedTrainer):
         compile: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
-        device = torch.device(device)
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=loss_function,
+            device,
+            max_epochs,
+            train_data_loader,
+            network,
+            optimizer,
+            loss_function,
+            amp=amp,
+            channels_last=channels_last,
             train_handlers=train_handlers,
-            amp=False,
-            decollate=False,
             compile=compile,
-            optim_set_to_none=True,
         )
         self.views = views
         self.normalize = normalize
-        self.use_bf16 = bool(amp) and device.type == "cuda"
-        self.channels_last = bool(channels_last)
         self.generator = generator
-
-    def autocast(self) -> AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
 
     def make_views(self, batchdata: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The normalised views of the batch's images, on the device, by view name."""

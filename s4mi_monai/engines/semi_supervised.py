@@ -9,15 +9,14 @@ unlabeled ones, and ``"label"`` the masks of the labeled ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 from torch import nn
 
+from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.losses.segmentation import CrossTeachingLoss
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -32,7 +31,7 @@ TERMS = {
 }
 
 
-class CrossTeachingTrainer(SupervisedTrainer):
+class CrossTeachingTrainer(CustomIterationTrainer):
     """Train ``network`` (the CNN) and ``transformer`` together; each learns from the labels and from the other.
 
     One iteration: both networks see the whole batch; :class:`s4mi_monai.losses.CrossTeachingLoss` gives
@@ -41,8 +40,8 @@ class CrossTeachingTrainer(SupervisedTrainer):
     λ(t) is ``engine.state.consistency_weight``, set every iteration by a
     :class:`s4mi_monai.handlers.ScheduleHandler` (``attribute="consistency_weight"``).
 
-    ``amp`` means bf16 autocast on CUDA (no gradient scaler needed), ignored elsewhere; ``channels_last``
-    stores the CNN's input in NHWC. Each epoch the means of the four loss terms and of λ are written to
+    ``amp`` (bf16 autocast on CUDA) and ``channels_last`` (the CNN's input in NHWC) as in
+    :class:`s4mi_monai.engines.base.CustomIterationTrainer`. Each epoch the means of the four loss terms and of λ are written to
     ``engine.state.metrics`` (so :class:`s4mi_monai.handlers.EpochHistory` records them), and a batch
     sampler with ``set_epoch`` is told the epoch, which makes its draws resume-exact.
     """
@@ -63,33 +62,26 @@ class CrossTeachingTrainer(SupervisedTrainer):
         train_handlers: Sequence | None = None,
         compile: bool = False,
     ) -> None:
-        device = torch.device(device)
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=loss_function if loss_function is not None else CrossTeachingLoss(),
+            device,
+            max_epochs,
+            train_data_loader,
+            network,
+            optimizer,
+            loss_function if loss_function is not None else CrossTeachingLoss(),
+            amp=amp,
+            channels_last=channels_last,
             train_handlers=train_handlers,
-            amp=False,
-            decollate=False,
             compile=compile,
-            optim_set_to_none=True,
         )
         self.transformer = transformer
         self.transformer_optimizer = transformer_optimizer
-        self.use_bf16 = bool(amp) and device.type == "cuda"
-        self.channels_last = bool(channels_last)
         self.state.consistency_weight = consistency_weight
         self._sums: dict[str, float] = {}
         self._count = 0
         self.add_event_handler(Events.EPOCH_STARTED, self._start_epoch)
         self.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._publish_means)
-
-    def autocast(self) -> AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
 
     def _start_epoch(self, engine: CrossTeachingTrainer) -> None:
         self._sums, self._count = {}, 0

@@ -28,6 +28,15 @@ from .weights import load_pretrained
 __all__ = ["ResNetUNet", "SSL4MISUNet"]
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    """Zero-pad the last two sides (centred) up to a multiple; return the padded tensor and the top/left offsets
+    that crop the network's output back to the input size (``out[..., top : top + H, left : left + W]``)."""
+    height, width = x.shape[-2], x.shape[-1]
+    pad_height, pad_width = (-height) % multiple, (-width) % multiple
+    top, left = pad_height // 2, pad_width // 2
+    return F.pad(x, [left, pad_width - left, top, pad_height - top]), top, left
+
+
 class UNetDecoderBlock(nn.Module):
     """Nearest x2 upsampling, optional skip concatenation, then two 3x3 conv-BN-ReLU."""
 
@@ -83,9 +92,7 @@ class ResNetUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        pad_height, pad_width = (-height) % self.output_stride, (-width) % self.output_stride
-        top, left = pad_height // 2, pad_width // 2
-        x = F.pad(x, [left, pad_width - left, top, pad_height - top])
+        x, top, left = pad_to_multiple(x, self.output_stride)
 
         stem, stage1, stage2, stage3, stage4 = self.encoder.feature_maps(x)
         skips = [stage3, stage2, stage1, stem]
@@ -151,9 +158,7 @@ class SSL4MISUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        pad_height, pad_width = (-height) % self.output_stride, (-width) % self.output_stride
-        top, left = pad_height // 2, pad_width // 2
-        x = F.pad(x, [left, pad_width - left, top, pad_height - top])
+        x, top, left = pad_to_multiple(x, self.output_stride)
 
         features = []
         for level in self.encoder:
