@@ -110,21 +110,20 @@ def _rename(value: Any, replacements: dict[str, str]) -> Any:
     return value
 
 
-def _evaluation(spec: g.BundleSpec, split: str, branch: str, handlers: list[Any]) -> dict[str, Any]:
-    """One network's validation or test section: the shared evaluator on that network."""
-    section = "validate" if split == "validation" else "test"
-    generic = g._evaluation_section(spec, split, handlers, None)
-    if branch == "cnn":
-        return generic
-    renamed = _rename(generic, {f"@{section}#": f"@{section}_{branch}#"})
-    renamed["evaluator"]["network"] = "@transformer_network"
-    return renamed
-
-
 def _section(split: str, branch: str) -> str:
     """Config id of a network's evaluation: the CNN's is ``validate``/``test`` (MONAI's workflow properties), the other's suffixed."""
     section = "validate" if split == "validation" else "test"
     return section if branch == "cnn" else f"{section}_{branch}"
+
+
+def _evaluation(spec: g.BundleSpec, split: str, branch: str, handlers: list[Any]) -> dict[str, Any]:
+    """One network's validation or test section: the shared evaluator on that network."""
+    generic = g._evaluation_section(spec, split, handlers, None)
+    if branch == "cnn":
+        return generic
+    renamed = _rename(generic, {f"@{_section(split, 'cnn')}#": f"@{_section(split, branch)}#"})
+    renamed["evaluator"]["network"] = "@transformer_network"
+    return renamed
 
 
 def _augmentation(with_label: bool) -> list[dict[str, Any]]:
@@ -141,7 +140,8 @@ def _augmentation(with_label: bool) -> list[dict[str, Any]]:
     return image_only
 
 
-def _model_info(spec: g.BundleSpec, branch: str) -> dict[str, Any]:
+def _model_info(branch: str) -> dict[str, Any]:
+    """What inference needs to rebuild either network (written beside each network's weights)."""
     return {
         "task": "segmentation",
         "classes": "@classes",
@@ -326,7 +326,7 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
         "test": _evaluation(spec, "test", "cnn", []),
         "test_transformer": _evaluation(spec, "test", "transformer", []),
         "settings": _settings(),
-        **{f"model_info_{branch}": _model_info(spec, branch) for branch in BRANCHES},
+        **{f"model_info_{branch}": _model_info(branch) for branch in BRANCHES},
         "initialize": [
             "$monai.utils.set_determinism(seed=@seed)",
             "$s4mi_monai.bundle.configure_logging()",
