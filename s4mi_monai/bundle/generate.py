@@ -355,6 +355,14 @@ def _model_info(spec: BundleSpec) -> dict[str, Any]:
     return info
 
 
+def logging_handlers(log_dir: str, tag_name: str, loss: str) -> list[dict[str, Any]]:
+    """The training loss to TensorBoard (``loss`` picks it from the trainer's output) and a progress bar."""
+    return [
+        {"_target_": "TensorBoardStatsHandler", "log_dir": log_dir, "tag_name": tag_name, "output_transform": loss},
+        {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+    ]
+
+
 def run_handlers(history: str, checkpoint_path: str, resume_objects: str) -> list[Any]:
     """Attached just before a trainer runs: the epoch history, resume from ``checkpoint_path`` when it exists, and
     the per-epoch checkpoint of ``resume_objects`` (deleted when the run completes)."""
@@ -426,13 +434,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": False, "epoch_level": False},
                 {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval", "epoch_level": True},
-                {
-                    "_target_": "TensorBoardStatsHandler",
-                    "log_dir": "$os.path.join(@output_dir, 'runs')",
-                    "tag_name": "train_loss",
-                    "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
-                },
-                {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+                *logging_handlers("$os.path.join(@output_dir, 'runs')", "train_loss", "$monai.handlers.from_engine(['loss'], first=True)"),
             ],
             "run_handlers": run_handlers("@history", "@checkpoint_path", "@resume_objects"),
             "trainer": {

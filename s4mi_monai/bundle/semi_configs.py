@@ -284,13 +284,7 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
                     "epoch_level": True,
                 },
                 {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval", "epoch_level": True},
-                {
-                    "_target_": "TensorBoardStatsHandler",
-                    "log_dir": "$os.path.join(@output_dir, 'runs')",
-                    "tag_name": "train_loss",
-                    "output_transform": "$lambda output: output['loss']",
-                },
-                {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+                *g.logging_handlers("$os.path.join(@output_dir, 'runs')", "train_loss", "$lambda output: output['loss']"),
             ],
             "run_handlers": g.run_handlers("@history", "@checkpoint_path", "@resume_objects"),
             "trainer": {

@@ -145,13 +145,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
 def _monitoring(out_dim: str | None) -> list[dict[str, Any]]:
     return [
         {"_target_": "s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim},
-        {
-            "_target_": "TensorBoardStatsHandler",
-            "log_dir": "$os.path.join(@output_dir, 'pretraining', 'runs')",
-            "tag_name": "pretrain_loss",
-            "output_transform": "$lambda output: output['loss']",
-        },
-        {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+        *g.logging_handlers("$os.path.join(@output_dir, 'pretraining', 'runs')", "pretrain_loss", "$lambda output: output['loss']"),
     ]
 
 

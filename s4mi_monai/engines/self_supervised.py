@@ -14,7 +14,7 @@ trainer's ``compile``) wraps the student (DINO) or the CNN (CASS).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,38 +34,19 @@ class SelfSupervisedTrainer(CustomIterationTrainer):
     """Shared mechanics: views made on the device, input normalisation, bf16 autocast, channels_last.
 
     ``views`` makes the named views of a batch; ``normalize`` maps a (B, 3, H, W) view in [0, 1] to network
-    input (ImageNet normalisation, red-channel normalisation). ``amp`` and ``channels_last`` as in
-    :class:`s4mi_monai.engines.base.CustomIterationTrainer`.
+    input (ImageNet normalisation, red-channel normalisation); ``generator`` seeds the views' draws. The other
+    arguments, ``amp`` and ``channels_last`` included, are those of :class:`s4mi_monai.engines.base.CustomIterationTrainer`.
     """
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Any,
-        network: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_function: Callable,
+        *args: Any,
         views: MultiCropBatch,
         normalize: Callable[[torch.Tensor], torch.Tensor],
-        amp: bool = False,
-        channels_last: bool = False,
-        train_handlers: Sequence | None = None,
-        compile: bool = False,
         generator: torch.Generator | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            network,
-            optimizer,
-            loss_function,
-            amp=amp,
-            channels_last=channels_last,
-            train_handlers=train_handlers,
-            compile=compile,
-        )
+        super().__init__(*args, **kwargs)
         self.views = views
         self.normalize = normalize
         self.generator = generator

@@ -8,7 +8,6 @@ unlabeled ones, and ``"label"`` the masks of the labeled ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -40,40 +39,24 @@ class CrossTeachingTrainer(CustomIterationTrainer):
     λ(t) is ``engine.state.consistency_weight``, set every iteration by a
     :class:`s4mi_monai.handlers.ScheduleHandler` (``attribute="consistency_weight"``).
 
-    ``amp`` (bf16 autocast on CUDA) and ``channels_last`` (the CNN's input in NHWC) as in
-    :class:`s4mi_monai.engines.base.CustomIterationTrainer`. Each epoch the means of the four loss terms and of λ are written to
+    The other arguments are those of :class:`s4mi_monai.engines.base.CustomIterationTrainer` (``amp``: bf16
+    autocast on CUDA; ``channels_last``: the CNN's input in NHWC); ``loss_function`` defaults to
+    :class:`s4mi_monai.losses.CrossTeachingLoss`. Each epoch the means of the four loss terms and of λ are written to
     ``engine.state.metrics`` (so :class:`s4mi_monai.handlers.EpochHistory` records them), and a batch
     sampler with ``set_epoch`` is told the epoch, which makes its draws resume-exact.
     """
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Any,
-        network: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        *args: Any,
         transformer: nn.Module,
         transformer_optimizer: torch.optim.Optimizer,
-        loss_function: nn.Module | None = None,
         consistency_weight: float = 0.1,
-        amp: bool = False,
-        channels_last: bool = False,
-        train_handlers: Sequence | None = None,
-        compile: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            network,
-            optimizer,
-            loss_function if loss_function is not None else CrossTeachingLoss(),
-            amp=amp,
-            channels_last=channels_last,
-            train_handlers=train_handlers,
-            compile=compile,
-        )
+        if kwargs.get("loss_function") is None:
+            kwargs["loss_function"] = CrossTeachingLoss()
+        super().__init__(*args, **kwargs)
         self.transformer = transformer
         self.transformer_optimizer = transformer_optimizer
         self.state.consistency_weight = consistency_weight
