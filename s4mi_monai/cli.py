@@ -1,4 +1,5 @@
-"""The ``s4mi`` command line (fire): dataset preparation, demo data, dataset checks, saliency maps and result tables."""
+"""The ``s4mi`` command line (fire): dataset preparation, demo data, dataset checks, saliency maps, result tables,
+studies (a grid of bundles x label fractions x seeds) and their reports."""
 
 from __future__ import annotations
 
@@ -153,6 +154,46 @@ class S4MI:
         else:
             chosen = columns.split(",") if isinstance(columns, str) else columns
         return metrics_table(runs, [*chosen, "best_validation"], split=split)
+
+    def study(self, spec: str, out: str, jobs: int = 1, threads: int | None = None, dry_run: bool = False) -> str:
+        """Run a study spec: every method x label fraction x seed as a bundle command; finished runs are skipped.
+
+        ``--jobs N`` runs N at once and splits ``--threads`` (default: all CPUs) between them; ``--dry_run``
+        writes and lists the commands only. Exits non-zero when a run failed (the others still ran).
+        """
+        from s4mi_monai.study import run_study
+
+        result = run_study(spec, out, jobs=jobs, threads=threads, dry_run=dry_run)
+        if dry_run:
+            return f"{len(result.outcomes)} runs planned; commands in {Path(out) / 'commands.sh'}"
+        summary = result.summary()
+        if result.failed:
+            print(summary)
+            raise SystemExit(1)
+        return summary
+
+    def report(
+        self,
+        *paths: str,
+        metrics: str | Sequence[str] | None = None,
+        baseline: str | None = None,
+        out: str | None = None,
+        n_boot: int = 1000,
+        seed: int = 0,
+    ) -> str:
+        """Tables with 95 % intervals, paired comparisons and figures of a study folder (or of run folders).
+
+        Writes report.md, table_<metric>.csv, comparisons.csv and figure_<metric>.png to ``--out``
+        (default: ``<study>/report``) and prints the markdown.
+        """
+        from s4mi_monai.study.report import build_report, markdown_report, write_report
+
+        chosen = metrics.split(",") if isinstance(metrics, str) else metrics
+        report = build_report(paths, metrics=chosen, baseline=baseline, n_boot=n_boot, seed=seed)
+        if out is None:
+            out = str(Path(paths[0]) / "report") if len(paths) == 1 and Path(paths[0], "study.json").is_file() else "report"
+        written = write_report(report, out)
+        return markdown_report(report) + "\n" + "\n".join(f"wrote {path}" for path in written)
 
 
 def main() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +95,11 @@ def _new_images_folder(folder: Path) -> Path:
     return folder
 
 
-def _run_family(name: str, tmp_path: Path) -> tuple[dict, Path]:
+def _run_family(name: str, tmp_path: Path, train_args: Sequence[str] = (), export_args: Sequence[str] = ()) -> tuple[dict, Path]:
+    """Train with ``train_args``, then evaluate, predict and export with no network knob: each rebuilds the trained network."""
     root = f"bundles/{name}"
     out = tmp_path / "model"
-    _bundle("run", "training", "--config_file", f"{root}/configs/train.json", "--output_dir", str(out))
+    _bundle("run", "training", "--config_file", f"{root}/configs/train.json", "--output_dir", str(out), *train_args)
     assert (out / "model.pt").is_file() and (out / "curves.png").is_file() and not (out / "checkpoint.pt").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     (out / "metrics.json").unlink()
@@ -130,6 +133,7 @@ def _run_family(name: str, tmp_path: Path) -> tuple[dict, Path]:
         f"{root}/configs/inference.json",
         "--model_path",
         str(out / "model.pt"),
+        *export_args,
     )
     assert (out / "model.ts").stat().st_size > 0
     return metrics, predictions
@@ -253,3 +257,131 @@ def test_ssl4mis_preset_switches_cross_teaching_to_sgd_with_poly_decay():
         assert optimizer.defaults["lr"] == 0.01 and optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 1e-4
     schedule = parser.get_parsed_content("lr_schedule")
     assert schedule[0] == pytest.approx(0.01) and schedule[-1] == pytest.approx(0.01 * (1 / len(schedule)) ** 0.9)
+
+
+# ----------------------------------------------------------------------------------------- fair baselines
+
+
+def test_epochs_for_iterations():
+    from s4mi_monai.bundle import epochs_for_iterations
+
+    assert epochs_for_iterations(None, 8, 7) == 8  # the default: max_epochs
+    assert epochs_for_iterations(21, 8, 7) == 3
+    assert epochs_for_iterations(22, 8, 7) == 4  # whole epochs, at least the asked steps
+    assert epochs_for_iterations("30000", 50, 88) == 341
+    assert epochs_for_iterations(5, 8, 100) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        epochs_for_iterations(0, 8, 7)
+    with pytest.raises(ValueError, match="whole number of optimiser steps"):
+        epochs_for_iterations("many", 8, 7)
+    with pytest.raises(ValueError, match="training data loader is empty"):
+        epochs_for_iterations(100, 8, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "section"),
+    [
+        ("supervised_cls_isic", ""),
+        ("supervised_seg_isic", ""),
+        ("dino_isic", ""),
+        ("cass_isic", "finetune_vit#"),
+        ("crossteach_seg_isic", ""),
+    ],
+)
+def test_max_iterations_sets_the_epochs_and_the_schedule_of_every_training(name: str, section: str):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / name / "configs" / "train.json"))
+    parser["max_iterations"] = 100
+    parser[f"{section}iterations_per_epoch"] = 7  # instead of the data loader's length: no data needed
+    assert parser.get_parsed_content(f"{section}epochs") == math.ceil(100 / 7)
+    if name.startswith("crossteach"):
+        assert len(parser.get_parsed_content("lr_schedule")) == len(parser.get_parsed_content("consistency_schedule")) == 15 * 7
+    else:
+        assert parser.get_parsed_content(f"{section}lr_scheduler").T_max == 15 * 7
+    assert parser[f"{section}train#trainer"]["max_epochs"].replace("::", "#") == f"@{section}epochs"
+    parser["max_iterations"] = None
+    parser.parse()
+    assert parser.get_parsed_content(f"{section}epochs") == parser.get_parsed_content("max_epochs")
+
+
+def _parsed(name: str, key: str, **overrides) -> torch.nn.Module:
+    """A network of a bundle's train.json, built after seeding as the bundle's ``initialize`` does."""
+    from monai.bundle import ConfigParser
+    from monai.utils import set_determinism
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / name / "configs" / "train.json"))
+    parser.update({**overrides, "device": "cpu"})
+    set_determinism(seed=0)
+    try:
+        return parser.get_parsed_content(key)
+    finally:
+        set_determinism(seed=None)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "crossteach_network"),
+    [("resnet_unet", None), ("ssl4mis_unet", "network"), ("swin_unet", "transformer_network"), ("swin_unetr", "transformer_network")],
+)
+def test_supervised_segmentation_trains_the_networks_of_cross_teaching(architecture: str, crossteach_network: str | None):
+    """Same seed, same weights: ``--architecture`` builds exactly cross teaching's network (default: the ResNet-34 U-Net)."""
+    from s4mi_monai.networks import ResNetUNet
+
+    supervised = _parsed("supervised_seg_isic", "network", architecture=architecture)
+    if crossteach_network is None:
+        torch.manual_seed(0)
+        expected = ResNetUNet(in_channels=3, out_channels=2, encoder="resnet34")
+    else:
+        expected = _parsed("crossteach_seg_isic", crossteach_network, transformer=architecture)
+    assert type(supervised) is type(expected)
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(supervised.state_dict()[key], value, rtol=0, atol=0)
+    assert supervised.state_dict().keys() == expected.state_dict().keys()
+
+
+def test_transformer_size_is_checked_before_the_datalist_is_read(tmp_path: Path):
+    from monai.bundle import ConfigWorkflow
+
+    configs = REPO / "bundles" / "supervised_seg_isic" / "configs"
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "train.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        datalist=str(tmp_path / "not_there.json"),
+        architecture="swin_unet",
+        image_size=100,
+    )
+    with pytest.raises(RuntimeError, match="check_segmentation_architecture") as error:
+        workflow.initialize()  # MONAI wraps what a config expression raises
+    assert isinstance(error.value.__cause__, ValueError)
+    assert "--image_size 100: swin_unet takes sides that are multiples of 32" in str(error.value.__cause__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["ssl4mis_unet", "swin_unet"])
+def test_segmentation_bundle_with_cross_teaching_networks_end_to_end(architecture: str, tmp_path: Path):
+    """Train the cross-teaching CNN or Swin-UNet on every mask; evaluation, inference and export read the network from model_info."""
+    trace = ["--use_trace", "true", "--input_shape", "[1, 3, 64, 64]"] if architecture == "swin_unet" else []
+    metrics, predictions = _run_family("supervised_seg_isic", tmp_path, ["--architecture", architecture], trace)
+    assert metrics["settings"]["architecture"] == architecture and metrics["settings"]["transformer_embed_dim"] == 24
+    assert json.loads((tmp_path / "model" / "model_info.json").read_text())["architecture"] == architecture
+    assert metrics["test"]["iou_per_image_mean"] > 0.4, metrics["test"]
+    assert Image.open(predictions / "wide_mask.png").size == (120, 90)
+
+
+@pytest.mark.slow
+def test_supervised_vit_with_max_iterations_end_to_end(tmp_path: Path):
+    """The CASS demo ViT (ViT-Ti/16) as a supervised classifier, run for a number of optimiser steps instead of epochs."""
+    metrics, predictions = _run_family("supervised_cls_isic", tmp_path, ["--backbone", "vit_ti16", "--max_iterations", "15"])
+    settings = metrics["settings"]
+    per_epoch = math.ceil(settings["n_labeled_training_items"] / settings["batch_size"])
+    epochs = math.ceil(15 / per_epoch)
+    assert epochs != settings["max_epochs"], "the test must tell max_iterations from max_epochs"
+    assert (settings["max_iterations"], settings["iterations_per_epoch"], settings["epochs"]) == (15, per_epoch, epochs)
+    assert settings["total_steps"] == epochs * per_epoch and settings["backbone"] == "vit_ti16"
+    assert len(json.loads((tmp_path / "model" / "history.json").read_text())["epochs"]) == epochs
+    with open(predictions / "predictions.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2

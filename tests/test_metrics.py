@@ -18,7 +18,6 @@ from s4mi_monai.metrics import (
     SEGMENTATION_SCALAR_NAMES,
     ClassificationMetric,
     SegmentationMetric,
-    bootstrap_ci,
     classification_metrics,
     classification_scalar_names,
     hungarian_match,
@@ -157,24 +156,6 @@ def test_scalar_names_match_the_results():
     multi_hot = np.eye(3)[TARGETS]
     multilabel = classification_metrics(PROBABILITIES, multi_hot, NAMES, multi_label=True)
     assert scalar_keys(multilabel) == set(classification_scalar_names(multi_label=True))
-
-
-def test_bootstrap_ci_brackets_the_estimate_and_is_deterministic():
-    rng = np.random.default_rng(1)
-    targets = rng.integers(0, 2, 200)
-    predictions = np.where(rng.random(200) < 0.8, targets, 1 - targets)
-
-    def accuracy(p, t):
-        return float(np.mean(p == t))
-
-    low, high = bootstrap_ci(accuracy, predictions, targets, n_boot=300, seed=3)
-    assert low < accuracy(predictions, targets) < high
-    assert 0.05 < high - low < 0.2
-    assert bootstrap_ci(accuracy, predictions, targets, n_boot=300, seed=3) == (low, high)
-    assert bootstrap_ci(accuracy, predictions, targets, n_boot=300, seed=4) != (low, high)
-    assert all(math.isnan(v) for v in bootstrap_ci(lambda p, t: math.nan, predictions, targets, n_boot=5))
-    with pytest.raises(ValueError, match="equal first dimensions"):
-        bootstrap_ci(accuracy, predictions, targets[:10])
 
 
 def test_to_json_safe_turns_nan_into_null():
@@ -368,3 +349,16 @@ def test_segmentation_metric_in_supervised_evaluator(decollate):
     assert evaluator.state.metrics["score"] == pytest.approx(expected["dice_per_image_mean"])
     assert to_json_safe(evaluator.state.s4mi_metrics["score"]) == to_json_safe(expected)
     assert metric.last_result["n_empty_gt"] == 1 and metric.last_result["empty_gt_correct_rate"] == 0.0
+
+
+def test_one_vs_rest_auc_equals_sklearn_with_and_without_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from s4mi_monai.metrics.classification import _one_vs_rest_auc
+
+    rng = np.random.default_rng(5)
+    for scores in (rng.random(300), np.round(rng.random(300), 1), np.repeat([0.2, 0.5], 150)):
+        positive = rng.random(300) < 0.3
+        assert _one_vs_rest_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+    assert math.isnan(_one_vs_rest_auc(np.ones(4, dtype=bool), rng.random(4)))
+    assert _one_vs_rest_auc(np.array([False, True]), np.array([0.1, 0.9])) == 1.0

@@ -1,4 +1,5 @@
-"""Tests of the cross-teaching segmentation networks: SwinUNet (and the SwinUNETR builder) and SSL4MISUNet.
+"""Tests of the cross-teaching segmentation networks: SwinUNet (and the SwinUNETR builder), SSL4MISUNet, and the
+builder of any segmentation network by name (the supervised baseline's ``--architecture``).
 
 Most SwinUNet tests use a narrow configuration (embed_dim 12) to stay fast on CPU; one forward pass runs
 the default Swin-T configuration at 224 x 224. No ImageNet Swin checkpoint can be downloaded, so an
@@ -16,7 +17,15 @@ import pytest
 import torch
 from torch import nn
 
-from s4mi_monai.networks import SSL4MISUNet, SwinUNet, build_segmentation_transformer, swin_official_to_swin_unet
+from s4mi_monai.networks import (
+    ResNetUNet,
+    SSL4MISUNet,
+    SwinUNet,
+    build_segmentation_network,
+    build_segmentation_transformer,
+    check_segmentation_architecture,
+    swin_official_to_swin_unet,
+)
 
 SMALL = {"embed_dim": 12, "num_heads": (1, 2, 3, 6)}
 
@@ -328,3 +337,43 @@ def test_training_size_is_checked_before_any_data_is_read():
         check_transformer_image_size(100)
     with pytest.raises(ValueError, match="unknown segmentation transformer"):
         check_transformer_image_size(64, "unet")
+
+
+# ------------------------------------------------------------------------------------------ any network by name
+
+
+@pytest.mark.parametrize(
+    ("architecture", "direct"),
+    [
+        ("resnet_unet", lambda: ResNetUNet(in_channels=3, out_channels=2, encoder="resnet18")),
+        ("ssl4mis_unet", lambda: SSL4MISUNet(in_channels=3, out_channels=2)),
+        ("swin_unet", lambda: build_segmentation_transformer("swin_unet", in_channels=3, out_channels=2, embed_dim=12)),
+        ("swin_unetr", lambda: build_segmentation_transformer("swin_unetr", in_channels=3, out_channels=2, embed_dim=12)),
+    ],
+)
+def test_segmentation_network_by_name_is_the_direct_construction(architecture, direct):
+    """Same seed, same weights: the supervised baseline trains exactly the network the other bundles build."""
+    torch.manual_seed(3)
+    built = build_segmentation_network(architecture, in_channels=3, out_channels=2, encoder="resnet18", embed_dim=12)
+    torch.manual_seed(3)
+    expected = direct()
+    assert type(built) is type(expected)
+    assert built.state_dict().keys() == expected.state_dict().keys()
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(built.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_segmentation_network_by_name_rejects_unknown_names_and_weights_it_cannot_take():
+    with pytest.raises(ValueError, match=r"unknown --architecture 'unet'; choose from \('resnet_unet', 'ssl4mis_unet', 'swin_unet'"):
+        build_segmentation_network("unet")
+    with pytest.raises(ValueError, match="ssl4mis_unet trains from random initialisation"):
+        build_segmentation_network("ssl4mis_unet", pretrained_weights="imagenet.pth")
+
+
+def test_segmentation_architecture_and_size_are_checked_before_any_data_is_read():
+    assert check_segmentation_architecture("resnet_unet", 100) == "resnet_unet"  # the CNNs pad inside
+    assert check_segmentation_architecture("ssl4mis_unet", 100) == "ssl4mis_unet"
+    with pytest.raises(ValueError, match=r"--image_size 100: swin_unet takes sides that are multiples of 32"):
+        check_segmentation_architecture("swin_unet", 100)
+    with pytest.raises(ValueError, match="unknown --architecture"):
+        check_segmentation_architecture("unet", 64)

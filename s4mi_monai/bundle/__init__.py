@@ -17,6 +17,7 @@ import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
 from s4mi_monai.data.datalist import load_datalist
+from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE
 
 logger = logging.getLogger("s4mi_monai")
 
@@ -164,12 +165,31 @@ def report_test_metrics(
     network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     evaluator.run()
     test = evaluator.state.s4mi_metrics["test_metric"]
+    write_test_samples(evaluator, Path(metrics_path).with_name(SAMPLES_FILE))
     validation = None
     if best_saver is not None:
         validation = {"metric": settings["selection_metric"], "best": best_saver.best_metric, "epoch": best_saver.best_epoch}
     write_metrics_json(metrics_path, test=test, validation=validation, settings=dict(settings))
     logger.info("test metrics written to %s", metrics_path)
     return test
+
+
+def write_test_samples(evaluator: Any, path: Path) -> None:
+    """The per-image records behind the test metrics (``test_samples.json``), for intervals and paired tests.
+
+    Rows are in the order of the evaluator's (unshuffled) test dataset, whose image names are stored with them.
+    """
+    from s4mi_monai.metrics.samples import write_samples
+
+    samples = getattr(evaluator.state, "s4mi_samples", {}).get("test_metric")
+    if samples is None:
+        return
+    items = getattr(getattr(evaluator.data_loader, "dataset", None), "data", None)
+    images = [str(item.get("image", "")) for item in items] if items is not None else []
+    if len(images) != len(samples[ARRAYS[samples["task"]][0]]):
+        logger.warning("test records of %s are not in dataset order (distributed run?): written without image names", path)
+        images = []
+    write_samples(path, samples, images)
 
 
 def unlabeled_items(datalist: Mapping, split: str = "training", label_fraction: float | None = None) -> list[dict]:
@@ -234,8 +254,8 @@ def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str])
     if report_branch not in branches:
         raise ValueError(f"report_branch must be one of {list(branches)}, got {report_branch!r}")
     root = Path(output_dir)
-    for name in ("model.pt", MODEL_INFO, "history.json", "curves.png"):
-        if name in ("history.json", "curves.png") and not (root / report_branch / name).is_file():
+    for name in ("model.pt", MODEL_INFO, "history.json", "curves.png", SAMPLES_FILE):
+        if name in ("history.json", "curves.png", SAMPLES_FILE) and not (root / report_branch / name).is_file():
             continue  # networks trained together (cross teaching) share one history at the top
         temporary = root / f".{name}.tmp"
         shutil.copyfile(root / report_branch / name, temporary)
@@ -261,3 +281,25 @@ def branch_model_path(model_path: str, branch: str) -> str:
     if info.is_file() and json.loads(info.read_text()).get("branch") == branch:
         return model_path
     return str(Path(model_path).parent / branch / "model.pt")
+
+
+def epochs_for_iterations(max_iterations: int | str | None, max_epochs: int, iterations_per_epoch: int) -> int:
+    """The epochs a training runs: ``max_epochs``, or with ``--max_iterations N`` the fewest whole epochs that make at
+    least N optimiser steps, ``ceil(N / iterations_per_epoch)``.
+
+    An epoch at 10 % of the labels is a tenth of one at 100 %: comparing label fractions at equal epochs gives the
+    small fractions fewer steps. References that fix iterations (SSL4MIS) are matched by fixing the steps instead;
+    the learning-rate schedule, which spans every epoch, follows.
+    """
+    if max_iterations is None:
+        return int(max_epochs)
+    try:
+        steps = int(max_iterations)
+    except ValueError:
+        message = f"--max_iterations takes a whole number of optimiser steps (or null for max_epochs), got {max_iterations!r}"
+        raise ValueError(message) from None
+    if steps < 1:
+        raise ValueError(f"--max_iterations must be at least 1, got {steps}")
+    if iterations_per_epoch < 1:
+        raise ValueError(f"--max_iterations {steps}: the training data loader is empty, so an epoch has no steps")
+    return -(-steps // iterations_per_epoch)  # ceil in integers

@@ -71,7 +71,10 @@ def _spec_list() -> list[BundleSpec]:
         )
         specs.append(
             BundleSpec(
-                "supervised_seg", "segmentation", profile, "Supervised U-Net with a ResNet-34 encoder (the DEDL baseline), 1/2 (Dice + CE)"
+                "supervised_seg",
+                "segmentation",
+                profile,
+                "Supervised U-Net with a ResNet-34 encoder (the DEDL baseline) or the cross-teaching networks, 1/2 (Dice + CE)",
             )
         )
     for profile in PROFILES.values():
@@ -103,7 +106,7 @@ BUNDLES = {spec.name: spec for spec in _spec_list()}
 
 def _identity(spec: BundleSpec) -> dict[str, Any]:
     return {
-        "imports": IMPORTS,
+        "imports": IMPORTS + (["$import s4mi_monai.networks"] if spec.task == "segmentation" else []),
         "bundle_name": spec.name,
         "bundle_root": "$s4mi_monai.bundle.locate_bundle(@bundle_name)",
     }
@@ -119,9 +122,14 @@ def _run_knobs(spec: BundleSpec) -> dict[str, Any]:
         "seed": 0,
         "demo": "$@datalist is None",
         "max_epochs": "$6 if @demo else 50" if classification else "$8 if @demo else 50",
+        "max_iterations": None,  # optimiser steps instead of max_epochs: equal steps at every label fraction
         "image_size": "$64 if @demo else 224",
         "batch_size": 16,
-        **({"backbone": "$'resnet18' if @demo else 'resnet50'"} if classification else {"encoder": "resnet34"}),
+        **(
+            {"backbone": "$'resnet18' if @demo else 'resnet50'"}
+            if classification
+            else {"architecture": "resnet_unet", "encoder": "resnet34", "transformer_embed_dim": "$24 if @demo else 96"}
+        ),
         "pretrained_weights": None,
         "learning_rate": 3.6e-4,
         "weight_decay": 1e-5,
@@ -163,10 +171,12 @@ def _network(spec: BundleSpec, image_size: str = "@image_size") -> dict[str, Any
         }
     else:
         network_def = {
-            "_target_": "s4mi_monai.networks.ResNetUNet",
+            "_target_": "s4mi_monai.networks.build_segmentation_network",
+            "architecture": "@architecture",
             "in_channels": 3,
             "out_channels": 2,
             "encoder": "@encoder",
+            "embed_dim": "@transformer_embed_dim",
             "pretrained_weights": "@pretrained_weights",
         }
     return {"network_def": network_def, "network": "$@network_def.to(@torch_device)"}
@@ -317,6 +327,14 @@ def _loss(spec: BundleSpec) -> Any:
     return {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True, "lambda_dice": 0.5, "lambda_ce": 0.5}
 
 
+NETWORK_KNOBS = {"classification": ("backbone",), "segmentation": ("architecture", "encoder", "transformer_embed_dim")}
+"""The knobs that decide the network: written to ``model_info.json``, read back by evaluation and inference."""
+
+
+TRAINING_RUN_SETTINGS = ("n_labeled_training_items", "epochs", "iterations_per_epoch", "total_steps")
+"""Settings that only a training run has (``None`` in an evaluation's ``metrics.json``)."""
+
+
 def _settings(spec: BundleSpec) -> dict[str, Any]:
     settings = {
         "bundle": "@bundle_name",
@@ -326,6 +344,10 @@ def _settings(spec: BundleSpec) -> dict[str, Any]:
         "n_labeled_training_items": "$len(@train#dataset.data)",
         "seed": "@seed",
         "max_epochs": "@max_epochs",
+        "max_iterations": "@max_iterations",
+        "epochs": "@epochs",
+        "iterations_per_epoch": "@iterations_per_epoch",
+        "total_steps": "$@epochs * @iterations_per_epoch",
         "image_size": "@image_size",
         "batch_size": "@batch_size",
         "learning_rate": "@learning_rate",
@@ -338,7 +360,7 @@ def _settings(spec: BundleSpec) -> dict[str, Any]:
     settings.update(
         {"backbone": "@backbone", "loss": "@loss_kind", "class_weighting": "@class_weighting"}
         if spec.task == "classification"
-        else {"encoder": "@encoder"}
+        else {knob: f"@{knob}" for knob in NETWORK_KNOBS["segmentation"]}
     )
     return settings
 
@@ -351,7 +373,7 @@ def _model_info(spec: BundleSpec) -> dict[str, Any]:
         "image_size": "@image_size",
         "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
     }
-    info.update({"backbone": "@backbone"} if spec.task == "classification" else {"encoder": "@encoder"})
+    info.update({knob: f"@{knob}" for knob in NETWORK_KNOBS[spec.task]})
     return info
 
 
@@ -397,10 +419,12 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "lr": "@learning_rate",
             "weight_decay": "@weight_decay",
         },
+        "iterations_per_epoch": "$len(@train#dataloader)",
+        "epochs": "$s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, @iterations_per_epoch)",
         "lr_scheduler": {
             "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
             "optimizer": "@optimizer",
-            "T_max": "$@max_epochs * len(@train#dataloader)",
+            "T_max": "$@epochs * @iterations_per_epoch",
             "eta_min": 1e-6,
         },
         "preprocessing": _preprocessing(spec, with_label=True),
@@ -440,7 +464,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "trainer": {
                 "_target_": "SupervisedTrainer",
                 "device": "@torch_device",
-                "max_epochs": "@max_epochs",
+                "max_epochs": "@epochs",
                 "train_data_loader": "@train#dataloader",
                 "network": "@network",
                 "optimizer": "@optimizer",
@@ -463,7 +487,11 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
         "test": _evaluation_section(spec, "test", [], None),
         "settings": _settings(spec),
         "model_info": _model_info(spec),
-        "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"],
+        "initialize": [
+            "$monai.utils.set_determinism(seed=@seed)",
+            "$s4mi_monai.bundle.configure_logging()",
+            *(["$s4mi_monai.networks.check_segmentation_architecture(@architecture, @image_size)"] if spec.task == "segmentation" else []),
+        ],
         "run": [
             "$s4mi_monai.bundle.write_model_info(@output_dir, @model_info)",
             "$[handler.attach(@train#trainer) for handler in @train#run_handlers]",
@@ -489,21 +517,25 @@ def evaluate_config(spec: BundleSpec) -> dict[str, Any]:
         "preprocessing",
         "normalization",
     )
-    config = {key: train[key] for key in keep}
+    knobs = NETWORK_KNOBS[spec.task]
+    config = {}
+    for key in keep:
+        if key == "network_def":  # the network that training wrote beside the model (its knobs' defaults before training)
+            defaults = {knob: train[knob] for knob in knobs}
+            config["model_info"] = {"_target_": "s4mi_monai.bundle.read_model_info", "model_path": "@model_path", "defaults": defaults}
+        config[key] = f"$@model_info['{key}']" if key in knobs else train[key]
     if spec.task == "classification":
         config["saliency_images"] = 0  # > 0: gradient saliency panels of that many test images
     if spec.method == "cass":
-        config.pop("backbone")
         config.update(
             {
                 "branch": None,
                 "model_path": "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')",
                 "metrics_path": "$os.path.join(os.path.dirname(@model_path), 'metrics.json')",
-                "backbone": "$s4mi_monai.bundle.read_model_info(@model_path, {'backbone': 'resnet18'})['backbone']",
             }
         )
     config["test"] = _evaluation_section(spec, "test", [], None)
-    config["settings"] = {**_settings(spec), "n_labeled_training_items": None}
+    config["settings"] = {**_settings(spec), **dict.fromkeys(TRAINING_RUN_SETTINGS)}
     config["initialize"] = train["initialize"]
     config["run"] = ["$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @network, @model_path, @metrics_path, @settings)"]
     if spec.task == "classification":
@@ -526,7 +558,11 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         "image_size": 64,
         "red_normalization": profile.red_normalization,
     }
-    defaults.update({"backbone": "resnet18"} if spec.task == "classification" else {"encoder": "resnet34"})
+    defaults.update(
+        {"backbone": "resnet18"}
+        if spec.task == "classification"
+        else {"architecture": "resnet_unet", "encoder": "resnet34", "transformer_embed_dim": 24}
+    )
     config: dict[str, Any] = {
         **_identity(spec),
         "input_dir": None,
@@ -542,10 +578,7 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         "red_normalization": "$@model_info['red_normalization']",
         "pretrained_weights": None,
     }
-    if spec.task == "classification":
-        config["backbone"] = "$@model_info['backbone']"
-    else:
-        config["encoder"] = "$@model_info['encoder']"
+    config.update({knob: f"$@model_info['{knob}']" for knob in NETWORK_KNOBS[spec.task]})
     config.update(_network(spec))
     resize = _inference_resize(spec)
     config["preprocessing"] = {

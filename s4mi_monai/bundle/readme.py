@@ -75,7 +75,11 @@ CROSS_TEACHING = (
 
 def _method(spec: BundleSpec) -> str:
     if spec.semi_supervised:
-        return CROSS_TEACHING
+        return (
+            CROSS_TEACHING + f"\n- Fair baselines: `supervised_seg_{spec.profile.name}` trains the same networks on the masks only "
+            "(`--architecture ssl4mis_unet`, `--architecture swin_unet`), built by the same constructors with the same arguments; "
+            "`--max_iterations N` gives every label fraction the same number of optimiser steps."
+        )
     if spec.method in SSL_METHODS:
         return (
             SSL_METHODS[spec.method]
@@ -97,9 +101,18 @@ def _method(spec: BundleSpec) -> str:
             "- Model selection: the epoch with the best validation `--selection_metric` (default `f1_macro`); the test split is used only for the final report."
         )
     return (
-        "- Network: `s4mi_monai.networks.ResNetUNet`, a U-Net whose encoder is the full MONAI ResNet-34 "
-        "(standard stem, all four stages; the reference cut it to depth 3) with an smp-style decoder; any input size.\n"
-        "- Initialisation: random, or a local torchvision ResNet-34 state dict for the encoder (`--pretrained_weights PATH`).\n"
+        "- Network: `s4mi_monai.networks.ResNetUNet` (`--architecture resnet_unet`, the default), a U-Net whose encoder is the "
+        "full MONAI ResNet-34 (`--encoder`; standard stem, all four stages; the reference cut it to depth 3) with an smp-style "
+        "decoder; any input size.\n"
+        "- Fair baselines against cross teaching, the same networks trained on the masks only (built by "
+        "`s4mi_monai.networks.build_segmentation_network` with the constructors and arguments of `crossteach_seg`): "
+        "`--architecture ssl4mis_unet`, the cross-teaching CNN (`SSL4MISUNet`, about 1.8 M parameters against the ResNet-34 "
+        "U-Net's 24 M; random initialisation); `--architecture swin_unet`, its Swin-UNet (embedding `--transformer_embed_dim`, "
+        "96; 24 for the demo), or `swin_unetr` (MONAI `SwinUNETR`, feature size `--transformer_embed_dim`, a multiple of 12). "
+        "The transformers need sides that are multiples of 32 (`--image_size` 64, 96, ..., 224; checked before any data is "
+        "read). `model_info.json` names the network, so evaluation and inference rebuild it without the knobs.\n"
+        "- Initialisation: random, or a local torchvision ResNet-34 state dict for the encoder (`--pretrained_weights PATH`; "
+        "for `swin_unet` an official-layout Swin checkpoint, as cross teaching's `--transformer_weights`).\n"
         "- Loss: 1/2 (Dice + cross-entropy) (`monai.losses.DiceCELoss`).\n"
         "- Optimiser: Adam, lr 3.6e-4, weight decay 1e-5, cosine schedule over all iterations.\n"
         "- Augmentation: rotation and flips drawn once for image and mask together (the reference drew them "
@@ -183,7 +196,58 @@ def _common_overrides(spec: BundleSpec) -> str:
         return " (`--batch_size`: evaluation only)"
     if spec.task == "classification":
         return ",\n`--pretrained_weights PATH`, `--backbone NAME`, `--loss_kind ce|bce|focal`, `--class_weighting inverse_frequency`"
-    return ",\n`--pretrained_weights PATH`, `--encoder resnet18|resnet34|resnet50`"
+    return (
+        ",\n`--pretrained_weights PATH`, `--architecture resnet_unet|ssl4mis_unet|swin_unet|swin_unetr`, "
+        "`--encoder resnet18|resnet34|resnet50`, `--transformer_embed_dim N`"
+    )
+
+
+def _max_iterations(spec: BundleSpec) -> str:
+    """What ``--max_iterations`` counts in this bundle (the overrides paragraph)."""
+    if spec.semi_supervised:
+        counted = "optimiser steps of the two networks; an epoch is one pass of the two-stream sampler over the labeled images"
+    elif spec.self_supervised:
+        counted = "optimiser steps of each fine-tuning; pretraining keeps `--pretrain_epochs`"
+    else:
+        counted = "optimiser steps"
+    return (
+        f"\n`--max_iterations N` ({counted}) replaces `--max_epochs` by ceil(N / iterations per epoch), so that runs at "
+        "different label fractions get (nearly) equal steps; the learning-rate schedule follows, and `metrics.json` records "
+        "`max_iterations`, `epochs`, `iterations_per_epoch` and `total_steps` under `settings`."
+    )
+
+
+def _fair_baselines(spec: BundleSpec, root: str, datalist: str, fraction: str) -> str:
+    """Commands of the fair comparisons: equal optimiser steps for every bundle, equal networks for the supervised ones."""
+    # SSL4MIS fixes 30,000 iterations for cross teaching; the classification references fix epochs
+    iterations = "30000" if spec.task == "segmentation" else "5000"
+    steps = f"""
+# equal optimiser steps at every label fraction: epochs = ceil(N / iterations per epoch)
+python -m monai.bundle run training --config_file {root}/configs/train.json --datalist {datalist} \\
+    --label_fraction {fraction} --max_iterations {iterations}
+"""
+    if spec.method == "supervised_seg":
+        return steps + f"""
+# fair baselines against crossteach_seg_{spec.profile.name}: its CNN, or its Swin-UNet, trained on the masks only
+python -m monai.bundle run training --config_file {root}/configs/train.json --architecture ssl4mis_unet
+python -m monai.bundle run training --config_file {root}/configs/train.json --datalist {datalist} \\
+    --label_fraction 1.0 --image_size 224 --architecture ssl4mis_unet --max_iterations 30000
+python -m monai.bundle run training --config_file {root}/configs/train.json --datalist {datalist} \\
+    --label_fraction 1.0 --image_size 224 --architecture swin_unet --transformer_embed_dim 96 --max_iterations 30000
+
+# TorchScript export of a Swin-UNet or SwinUNETR model: traced at a fixed input size (MONAI's Swin blocks do not script)
+python -m monai.bundle ckpt_export network_def --filepath {root}/models/model.ts --ckpt_file {root}/models/model.pt \\
+    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root} \\
+    --use_trace true --input_shape "[1, 3, 224, 224]"
+"""
+    if spec.method == "supervised_cls":
+        return steps + f"""
+# a supervised ViT of the size CASS uses: ViT-B/16 as in the paper (vit_ti16 is the demo CASS ViT)
+python -m monai.bundle run training --config_file {root}/configs/train.json --datalist {datalist} \\
+    --label_fraction {fraction} --image_size 224 --backbone vit_b16
+python -m monai.bundle run training --config_file {root}/configs/train.json --backbone vit_ti16
+"""
+    return steps
 
 
 def readme(spec: BundleSpec, existing: str = "") -> str:
@@ -284,7 +348,7 @@ and levels, unknown labels) and lists all problems at once.
 # train at the paper setting on your data ({fraction_words} of the labels; any fraction works)
 python -m monai.bundle run training --config_file {root}/configs/train.json \\
     --datalist {datalist} --label_fraction {fraction} {paper}
-{stages.format(datalist=datalist)}
+{_fair_baselines(spec, root, datalist, fraction)}{stages.format(datalist=datalist)}
 # a killed run resumes from its last epoch when the same command is run again
 # evaluate the trained model on the test split (writes metrics.json)
 python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json --datalist {datalist}
@@ -301,6 +365,7 @@ python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/
 
 Overrides: `--datalist FILE`, `--dataset_dir DIR`, `--label_fraction F`, `--seed N`, `--max_epochs N`,
 `--image_size N`, `--batch_size N`, `--device cpu|cuda`, `--amp true|false`, `--output_dir DIR`{_common_overrides(spec)}.{_ssl_overrides(spec)}
+{_max_iterations(spec)}
 
 ## Outputs
 

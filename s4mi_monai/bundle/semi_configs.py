@@ -35,7 +35,7 @@ SSL4MIS_PRESET = {
         "momentum": 0.9,
         "weight_decay": "@weight_decay",
     },
-    "lr_schedule": "$s4mi_monai.handlers.poly_schedule(@learning_rate, @max_epochs, @iterations_per_epoch, 0.9)",
+    "lr_schedule": "$s4mi_monai.handlers.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
 }
 """``configs/ssl4mis.json``, laid over ``train.json``: the SSL4MIS recipe (SGD, momentum 0.9, weight decay 1e-4,
 lr 0.01 with poly decay ``(1 − t/N)^0.9``) instead of the paper's Adam 3.6e-4 with cosine decay."""
@@ -43,8 +43,8 @@ lr 0.01 with poly decay ``(1 − t/N)^0.9``) instead of the paper's Adam 3.6e-4 
 
 def _knobs(spec: g.BundleSpec) -> dict[str, Any]:
     knobs = dict(g._run_knobs(spec))
-    for key in ("encoder", "pretrained_weights"):
-        knobs.pop(key)
+    for key in (*g.NETWORK_KNOBS["segmentation"], "pretrained_weights"):
+        knobs.pop(key)  # the supervised network's; cross teaching has its own two
     knobs.update(
         {
             "label_fraction": 0.5,
@@ -160,6 +160,9 @@ def _settings() -> dict[str, Any]:
         "selection_metric",
         "seed",
         "max_epochs",
+        "max_iterations",
+        "epochs",
+        "iterations_per_epoch",
         "image_size",
         "labeled_batch_size",
         "unlabeled_batch_size",
@@ -176,6 +179,7 @@ def _settings() -> dict[str, Any]:
         "bundle": "@bundle_name",
         "datalist": "$@data['datalist_path']",
         **{name: f"@{name}" for name in names},
+        "total_steps": "$@epochs * @iterations_per_epoch",
         "n_labeled_training_items": "$len(@train#labeled_dataset)",
         "n_unlabeled_training_items": "$len(@train#unlabeled_dataset)",
         "optimizer": "$type(@optimizer).__name__",
@@ -216,9 +220,10 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
         "loss": {"_target_": "s4mi_monai.losses.CrossTeachingLoss"},
         "optimizer": optimizer("network"),
         "transformer_optimizer": optimizer("transformer_network"),
-        "iterations_per_epoch": "$len(@train#dataloader)",
-        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@learning_rate, @min_learning_rate, @max_epochs, {iterations})",
-        "consistency_schedule": f"$s4mi_monai.handlers.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @max_epochs, {iterations})",
+        "iterations_per_epoch": "$len(@train#dataloader)",  # the two-stream sampler's epoch: ceil(n_labeled / labeled batch)
+        "epochs": f"$s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {iterations})",
+        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
+        "consistency_schedule": f"$s4mi_monai.handlers.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
         "preprocessing": g._preprocessing(supervised_seg, with_label=True),
         "unlabeled_preprocessing": unlabeled_preprocessing,
         "augmentation": _augmentation(with_label=True),
@@ -290,7 +295,7 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
             "trainer": {
                 "_target_": "s4mi_monai.engines.CrossTeachingTrainer",
                 "device": "@torch_device",
-                "max_epochs": "@max_epochs",
+                "max_epochs": "@epochs",
                 "train_data_loader": "@train#dataloader",
                 "network": "@network",
                 "optimizer": "@optimizer",
@@ -386,10 +391,11 @@ def crossteach_inference_config(spec: g.BundleSpec) -> dict[str, Any]:
     config.update(g._identity(spec))
     config["imports"] = g.IMPORTS + SEMI_IMPORTS
     defaults = dict(config["model_info"]["defaults"])
-    defaults.pop("encoder")
+    for key in g.NETWORK_KNOBS["segmentation"]:
+        defaults.pop(key)
     defaults.update({"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24})
     config["model_info"]["defaults"] = defaults
-    for key in ("encoder", "pretrained_weights", "network_def", "network"):
+    for key in (*g.NETWORK_KNOBS["segmentation"], "pretrained_weights", "network_def", "network"):
         config.pop(key)
     ordered: dict[str, Any] = {}
     for key, value in config.items():

@@ -25,6 +25,8 @@ FINETUNE_KEYS = (
     "network",
     "loss",
     "optimizer",
+    "iterations_per_epoch",
+    "epochs",
     "lr_scheduler",
     "best_model",
     "random_state",

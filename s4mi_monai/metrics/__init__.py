@@ -2,13 +2,13 @@
 
 Functions compute a full metrics dict of a split; the ignite metrics (:class:`ClassificationMetric`,
 :class:`SegmentationMetric`) compute the same dict inside a MONAI ``SupervisedEvaluator`` and serve
-one of its scalars as ``key_metric``.
+one of its scalars as ``key_metric``. :mod:`s4mi_monai.metrics.statistics` puts intervals (over seeds or
+test images) and paired method-vs-baseline tests around those numbers.
 """
 
 from s4mi_monai.metrics.classification import (
     ClassificationMetric,
     EvaluatorMetric,
-    bootstrap_ci,
     classification_metrics,
     classification_scalar_names,
 )
@@ -21,18 +21,35 @@ from s4mi_monai.metrics.segmentation import (
     metrics_from_counts,
     segmentation_metrics,
 )
+from s4mi_monai.metrics.statistics import (
+    Interval,
+    PairedComparison,
+    bootstrap_ci,
+    bootstrap_interval,
+    bootstrap_replicates,
+    paired_bootstrap,
+    paired_t_test,
+    t_interval,
+)
 
 __all__ = [
     "SEGMENTATION_SCALAR_NAMES",
     "UNMATCHED",
     "ClassificationMetric",
     "EvaluatorMetric",
+    "Interval",
+    "PairedComparison",
     "SegmentationMetric",
     "bootstrap_ci",
+    "bootstrap_interval",
+    "bootstrap_replicates",
     "classification_metrics",
     "classification_scalar_names",
     "hungarian_match",
     "matched_segmentation_metrics",
     "metrics_from_counts",
+    "paired_bootstrap",
+    "paired_t_test",
     "segmentation_metrics",
+    "t_interval",
 ]

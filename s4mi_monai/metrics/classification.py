@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, optional_import
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from s4mi_monai.io import write_json
 
@@ -156,41 +156,6 @@ def classification_metrics(
     if challenge is not None:
         result[f"{challenge}_challenge_score"] = _challenge_score(challenge, auc_by_name)
     return result
-
-
-def bootstrap_ci(
-    metric_fn: Callable[..., float],
-    *arrays: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) confidence interval of ``metric_fn(*arrays)``.
-
-    Each replicate draws N row indices with replacement (``numpy.random.default_rng(seed)``) and
-    evaluates ``metric_fn`` on the same rows of every array (e.g. probabilities and targets). The
-    interval is the (alpha/2, 1 - alpha/2) percentiles of the replicates. Replicates where the metric
-    is undefined (nan, e.g. an AUC on a resample without positives) are left out; if all are, the
-    interval is (nan, nan).
-    """
-    if not arrays:
-        raise ValueError("bootstrap_ci needs at least one array to resample")
-    columns = [np.asarray(array) for array in arrays]
-    n_rows = len(columns[0])
-    if n_rows == 0 or any(len(column) != n_rows for column in columns):
-        raise ValueError(f"arrays must be non-empty with equal first dimensions, got {[len(c) for c in columns]}")
-    if n_boot < 1 or not 0.0 < alpha < 1.0:
-        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
-    rng = np.random.default_rng(seed)
-    replicates = np.empty(n_boot)
-    for b in range(n_boot):
-        rows = rng.integers(0, n_rows, n_rows)
-        replicates[b] = metric_fn(*(column[rows] for column in columns))
-    replicates = replicates[~np.isnan(replicates)]
-    if replicates.size == 0:
-        return math.nan, math.nan
-    low, high = np.percentile(replicates, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +284,20 @@ def _per_class_scores(predicted: np.ndarray, actual: np.ndarray) -> dict[str, An
 
 
 def _one_vs_rest_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for ``is_positive``; nan unless both positives and negatives exist."""
-    if is_positive.all() or not is_positive.any():
+    """ROC AUC of ``scores`` for ``is_positive``; nan unless both positives and negatives exist.
+
+    Computed as the Mann-Whitney statistic, AUC = (R+ - n+(n+ + 1)/2) / (n+ n-) with R+ the sum of the
+    positives' ranks (ties get their average rank): the same number as the trapezoidal ROC area of
+    ``sklearn.metrics.roc_auc_score`` (tested), at a fraction of its cost, which matters for the
+    thousands of bootstrap resamples of a study report.
+    """
+    positive = np.asarray(is_positive, dtype=bool)
+    n_positive = int(positive.sum())
+    n_negative = positive.size - n_positive
+    if n_positive == 0 or n_negative == 0:
         return math.nan
-    return float(roc_auc_score(is_positive, scores))
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def _reference_micro_scores(probabilities: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -402,8 +377,11 @@ def gather_rows(rows: np.ndarray) -> np.ndarray:
 class EvaluatorMetric(Metric):
     """An ignite ``Metric`` whose ``compute`` returns one scalar of a full metrics dict.
 
-    Subclasses implement ``reset``, ``update`` and ``_compute_all`` (the full dict). At every
-    completion the full dict is stored as ``last_result`` and ``engine.state.s4mi_metrics[name]``,
+    Subclasses implement ``reset``, ``update`` and ``_compute_all`` (the full dict, after setting
+    ``last_samples``: the gathered per-sample records it was computed from, which
+    :mod:`s4mi_monai.metrics.samples` turns back into the same metrics on any subset of samples, for
+    bootstrap intervals and paired tests). At every completion the full dict is stored as
+    ``last_result`` and ``engine.state.s4mi_metrics[name]``, the records as ``engine.state.s4mi_samples[name]``,
     written to ``save_path`` as JSON (rank 0 only, NaN -> null) if given, and its scalar entries are
     copied into ``engine.state.metrics`` as ``f"{scalars_prefix}{key}"`` if ``scalars_prefix`` is given.
     """
@@ -423,6 +401,7 @@ class EvaluatorMetric(Metric):
         self.save_path = None if save_path is None else Path(save_path)
         self.scalars_prefix = scalars_prefix
         self.last_result: dict[str, Any] | None = None
+        self.last_samples: dict[str, Any] | None = None
         super().__init__(output_transform=output_transform, device=device)
 
     @abstractmethod
@@ -438,6 +417,9 @@ class EvaluatorMetric(Metric):
         if not hasattr(engine.state, "s4mi_metrics"):
             engine.state.s4mi_metrics = {}
         engine.state.s4mi_metrics[name] = self.last_result
+        if not hasattr(engine.state, "s4mi_samples"):
+            engine.state.s4mi_samples = {}
+        engine.state.s4mi_samples[name] = self.last_samples
         if self.scalars_prefix is not None:
             for key, value in self.last_result.items():
                 if isinstance(value, (int, float)):
@@ -512,11 +494,8 @@ class ClassificationMetric(EvaluatorMetric):
     def _compute_all(self) -> dict[str, Any]:
         if not self._probabilities:
             raise NotComputableError("ClassificationMetric needs at least one update before compute")
-        return classification_metrics(
-            gather_rows(np.concatenate(self._probabilities)),
-            gather_rows(np.concatenate(self._targets)),
-            self.class_names,
-            multi_label=self.multi_label,
-            threshold=self.threshold,
-            challenge=self.challenge,
-        )
+        options = {"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold, "challenge": self.challenge}
+        probabilities = gather_rows(np.concatenate(self._probabilities))
+        targets = gather_rows(np.concatenate(self._targets))
+        self.last_samples = {"task": "classification", "options": options, "probabilities": probabilities, "targets": targets}
+        return classification_metrics(probabilities, targets, **options)

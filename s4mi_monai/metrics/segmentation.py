@@ -212,7 +212,9 @@ class SegmentationMetric(EvaluatorMetric):
     def _compute_all(self) -> dict[str, Any]:
         if not self._counts:
             raise NotComputableError("SegmentationMetric needs at least one update before compute")
-        return metrics_from_counts(gather_rows(np.stack(self._counts)), self.empty_policy)
+        counts = gather_rows(np.stack(self._counts))
+        self.last_samples = {"task": "segmentation", "options": {"empty_policy": self.empty_policy}, "counts": counts}
+        return metrics_from_counts(counts, self.empty_policy)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Networks of s4mi_monai: classification backbones, the ResNet U-Net, the cross-teaching SSL4MISUNet and SwinUNet, and local weight loading."""
+"""Networks of s4mi_monai: classification backbones, the ResNet U-Net, the cross-teaching SSL4MISUNet and SwinUNet,
+any of those segmentation networks by name, and local weight loading."""
 
 from __future__ import annotations
 
 from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
 from .ensemble import PREDICTION_CHOICES, SoftmaxEnsemble, select_prediction_network
 from .heads import DINOHead, MultiCropWrapper, ProjectionHead
+from .segmentation import SEGMENTATION_ARCHITECTURES, build_segmentation_network, check_segmentation_architecture
 from .swin_unet import SwinUNet, build_segmentation_transformer, check_transformer_image_size, swin_official_to_swin_unet
 from .unet import ResNetUNet, SSL4MISUNet
 from .weights import LoadReport, interpolate_pos_embed, load_pretrained
@@ -25,6 +27,9 @@ __all__ = [
     "select_prediction_network",
     "ViTBackbone",
     "build_backbone",
+    "build_segmentation_network",
+    "check_segmentation_architecture",
+    "SEGMENTATION_ARCHITECTURES",
     "build_segmentation_transformer",
     "check_transformer_image_size",
     "interpolate_pos_embed",

@@ -1,0 +1,187 @@
+"""Study specs: validation, grid expansion with stable ids and commands, derived datalists (no bundle runs here)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from s4mi_monai.cli import S4MI
+from s4mi_monai.data.datalist import load_datalist
+from s4mi_monai.study import SpecError, derive_datalist, expand_runs, format_override, load_spec, run_study
+from s4mi_monai.study.spec import pretrained_outputs
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATALIST = str(REPO / "datalists" / "demo_isic2017.json")
+
+
+def write_spec(folder: Path, name: str = "spec.json", **fields) -> Path:
+    spec = {
+        "name": "unit",
+        "datalist": DEMO_DATALIST,
+        "fractions": [0.1, 1.0],
+        "seeds": [0, 1],
+        "baseline": "supervised",
+        "overrides": {"demo": True, "max_epochs": 1},
+        "methods": [
+            {"name": "supervised", "bundle": "supervised_cls_isic"},
+            {"name": "cass", "bundle": "cass_isic", "pretrain": True, "overrides": {"pretrain_epochs": 1}},
+        ],
+    }
+    spec.update(fields)
+    path = folder / name
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        path.write_text(yaml.safe_dump(spec))
+    else:
+        path.write_text(json.dumps(spec))
+    return path
+
+
+def test_format_override_reads_back_as_python_fire_parses_it():
+    assert format_override(64) == "64"
+    assert format_override(0.1) == "0.1"
+    assert format_override(True) == "True"
+    assert format_override(None) == "None"
+    assert format_override("resnet18") == "resnet18"
+    assert format_override([0.4, 1.0]) == "[0.4, 1.0]"
+    with pytest.raises(TypeError, match="cannot pass a set"):
+        format_override({1, 2})
+
+
+def test_pretrained_outputs_are_read_from_the_bundle():
+    assert pretrained_outputs(REPO / "bundles/dino_isic/configs/train.json") == {"pretrained": "pretrained_backbone.pt"}
+    assert pretrained_outputs(REPO / "bundles/cass_isic/configs/train.json") == {
+        "pretrained_cnn": "pretrained_cnn.pt",
+        "pretrained_vit": "pretrained_vit.pt",
+    }
+    assert pretrained_outputs(REPO / "bundles/supervised_cls_isic/configs/train.json") == {}
+
+
+def test_grid_expansion_ids_folders_and_commands(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    runs = expand_runs(spec, tmp_path / "out")
+    ids = [run.id for run in runs]
+    assert ids == [
+        "cass/pretrain-s0",
+        "cass/pretrain-s1",
+        "supervised/f0.1-s0",
+        "supervised/f0.1-s1",
+        "supervised/f1.0-s0",
+        "supervised/f1.0-s1",
+        "cass/f0.1-s0",
+        "cass/f0.1-s1",
+        "cass/f1.0-s0",
+        "cass/f1.0-s1",
+    ]
+    assert [run.id for run in expand_runs(load_spec(write_spec(tmp_path)), tmp_path / "out")] == ids  # stable
+    by_id = {run.id: run for run in runs}
+    pretrain, finetune = by_id["cass/pretrain-s1"], by_id["cass/f0.1-s1"]
+    assert pretrain.is_pretraining and pretrain.fraction is None and pretrain.done_files == ("pretrained_cnn.pt", "pretrained_vit.pt")
+    assert Path(pretrain.output_dir) == tmp_path / "out" / "pretrain" / "cass" / "s1"
+    assert Path(finetune.output_dir) == tmp_path / "out" / "runs" / "cass" / "f0.1-s1"
+    assert finetune.after == "cass/pretrain-s1"
+    argv = shlex.split(finetune.command)
+    assert argv[:5] == [sys.executable, "-m", "monai.bundle", "run", "finetune"]
+    flags = dict(zip(argv[5::2], argv[6::2]))
+    assert flags["--config_file"] == "bundles/cass_isic/configs/train.json" or flags["--config_file"].endswith("bundles/cass_isic/configs/train.json")
+    assert flags["--label_fraction"] == "0.1" and flags["--seed"] == "1" and flags["--demo"] == "True"
+    assert flags["--pretrain_epochs"] == "1" and flags["--max_epochs"] == "1"
+    assert flags["--pretrained_cnn"] == str(Path(pretrain.output_dir) / "pretrained_cnn.pt")
+    pretrain_flags = dict(zip(shlex.split(pretrain.command)[5::2], shlex.split(pretrain.command)[6::2]))
+    assert "--label_fraction" not in pretrain_flags and shlex.split(pretrain.command)[4] == "pretrain"
+    supervised = shlex.split(by_id["supervised/f1.0-s0"].command)
+    assert supervised[4] == "training" and "--pretrained_cnn" not in supervised
+
+
+def test_yaml_spec_and_per_method_fractions(tmp_path):
+    methods = [{"name": "supervised", "bundle": "supervised_cls_isic", "fractions": [0.5]}, {"name": "dino", "bundle": "dino_isic"}]
+    spec = load_spec(write_spec(tmp_path, "spec.yaml", methods=methods, baseline=None))
+    runs = expand_runs(spec, tmp_path / "out")
+    assert [run.id for run in runs] == ["supervised/f0.5-s0", "supervised/f0.5-s1", "dino/f0.1-s0", "dino/f0.1-s1", "dino/f1.0-s0", "dino/f1.0-s1"]
+    assert spec.name == "unit" and spec.baseline is None
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"fractions": [0.0, 0.5]}, "label fraction 0.0 is not a number in"),
+        ({"fractions": [0.1, 0.1]}, "repeat a value"),
+        ({"seeds": [0, "1"]}, "seeds must be a non-empty list of integers"),
+        ({"datalist": "nowhere.json"}, "datalist nowhere.json does not exist"),
+        ({"methods": [{"name": "x", "bundle": "no_such_bundle"}]}, "bundle 'no_such_bundle' not found"),
+        ({"methods": [{"name": "x y", "bundle": "dino_isic"}]}, "must be letters, digits"),
+        ({"methods": [{"name": "x", "bundle": "dino_isic"}, {"name": "x", "bundle": "cass_isic"}]}, "repeat a name"),
+        ({"methods": [{"name": "x", "bundle": "dino_isic", "overrides": {"seed": 3}}]}, r"\['seed'\] are set by the study"),
+        ({"methods": [{"name": "x", "bundle": "supervised_cls_isic", "pretrain": True}]}, "has no pretraining outputs"),
+        ({"baseline": "nobody"}, "baseline 'nobody' is not one of the methods"),
+        ({"extra": 1}, r"unknown field\(s\) \['extra'\]"),
+    ],
+)
+def test_bad_specs_are_refused_with_the_file_and_field(tmp_path, fields, message):
+    path = write_spec(tmp_path, **fields)
+    with pytest.raises(SpecError, match=message) as error:
+        load_spec(path)
+    assert str(path) in str(error.value) or "datalist" in message
+
+
+def test_missing_fractions_go_into_a_derived_nested_datalist(tmp_path):
+    spec = load_spec(write_spec(tmp_path, fractions=[0.02, 0.1, 0.25, 1.0]))
+    path, message = derive_datalist(spec, tmp_path)
+    assert Path(path) == tmp_path / "datalist.json" and "0.02" in message and "0.25" in message
+    original, derived = load_datalist(DEMO_DATALIST), load_datalist(path)
+    for key, images in original["label_fractions"].items():
+        assert derived["label_fractions"][key] == images  # existing subsets unchanged
+    keys = sorted(derived["label_fractions"], key=float)
+    for smaller, larger in zip(keys, keys[1:]):
+        assert set(derived["label_fractions"][smaller]) <= set(derived["label_fractions"][larger])
+    classes = {item["image"]: item["label"] for item in derived["training"]}
+    assert {classes[image] for image in derived["label_fractions"]["0.02"]} == {0, 1, 2}  # stratified: every class kept
+    assert derived["dataset_dir"] == original["dataset_dir"] and derived["provenance"]["added_label_fractions"] == ["0.02", "0.25"]
+    runs = expand_runs(spec, tmp_path / "out", path)
+    assert all(f"--datalist {path}" in run.command for run in runs)
+    assert derive_datalist(load_spec(write_spec(tmp_path)), tmp_path) == (spec.datalist, None)  # nothing missing: the spec's own
+
+
+def test_a_hand_edited_non_nested_datalist_is_refused(tmp_path):
+    datalist = json.loads(Path(DEMO_DATALIST).read_text())
+    datalist["dataset_dir"] = str(load_datalist(DEMO_DATALIST)["dataset_dir"])
+    datalist["label_fractions"]["0.3"] = datalist["label_fractions"]["0.3"][:2]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(datalist))
+    spec = load_spec(write_spec(tmp_path, datalist=str(edited), fractions=[0.2, 1.0]))
+    with pytest.raises(SpecError, match="does not contain"):
+        derive_datalist(spec, tmp_path)
+
+
+def test_dry_run_writes_the_plan_and_commands_and_runs_nothing(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    text = S4MI().study(str(spec), str(tmp_path / "out"), jobs=2, threads=4, dry_run=True)
+    assert "10 runs planned" in text
+    plan = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [run["id"] for run in plan["runs"]][0] == "cass/pretrain-s0" and plan["baseline"] == "supervised"
+    commands = (tmp_path / "out" / "commands.sh").read_text().splitlines()
+    assert sum(line.startswith("OMP_NUM_THREADS=2 ") for line in commands) == 10
+    assert "to run: OMP_NUM_THREADS=2" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_run_started_with_another_command_is_refused(tmp_path):
+    spec = write_spec(tmp_path)
+    run_study(spec, tmp_path / "out", dry_run=True)
+    first = expand_runs(load_spec(spec), tmp_path / "out")[2]
+    Path(first.output_dir).mkdir(parents=True)
+    (Path(first.output_dir) / "study_run.json").write_text(json.dumps({"argv": [*first.argv[:-1], "7"]}))
+    with pytest.raises(SpecError, match="started with a different command"):
+        run_study(spec, tmp_path / "out", dry_run=True)
+
+
+def test_the_documented_demo_spec_expands_to_its_24_runs():
+    spec = load_spec(REPO / "docs" / "studies" / "demo.json")
+    runs = expand_runs(spec, "results/demo_study")
+    assert len(runs) == 24 and sum(run.is_pretraining for run in runs) == 6
+    assert spec.baseline == "supervised" and spec.fractions == (0.05, 1.0) and spec.seeds == (0, 1, 2)
