@@ -32,6 +32,7 @@ from s4mi_monai.io import atomic_write_text
 from s4mi_monai.metrics.samples import SAMPLES_FILE, PerImageRecords, lookup_metric, read_samples
 from s4mi_monai.metrics.statistics import Interval, PairedComparison, bootstrap_interval, paired_bootstrap, paired_t_test, t_interval
 from s4mi_monai.study.runner import RUN_LOG, STATUS_FILE, STUDY_FILE, log_tail
+from s4mi_monai.study.spec import run_folder
 
 __all__ = ["DEFAULT_METRICS", "Cell", "RunRecord", "StudyReport", "build_report", "collect_runs", "write_report"]
 
@@ -71,7 +72,7 @@ class RunRecord:
     """One row-run: a method (or one network of it) at one fraction and seed, finished or not."""
 
     method: str
-    fraction: float
+    fraction: float | None  # None: a pretraining (only listed when it failed)
     seed: int
     folder: Path
     metrics: dict[str, Any] | None = None
@@ -151,15 +152,11 @@ def collect_runs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], dict[str
         status = json.loads((study / STATUS_FILE).read_text()) if (study / STATUS_FILE).is_file() else {}
         records: list[RunRecord] = []
         for run in plan["runs"]:
-            folder = Path(run["output_dir"])
-            if not folder.is_absolute() and not folder.exists():
-                folder = study / Path(run["output_dir"]).relative_to(Path(run["output_dir"]).parts[0])
-            done = (folder / "metrics.json").is_file() if run["fraction"] is not None else True
-            if run["fraction"] is not None and done:
+            folder = run_folder(study, run["method"], run["seed"], run["fraction"])  # output_dir is relative to where it ran
+            if run["fraction"] is not None and (folder / "metrics.json").is_file():
                 records += _branch_records(run["method"], run["fraction"], run["seed"], folder)
             elif run["fraction"] is not None or status.get(run["id"], {}).get("status") in ("failed", "blocked"):
-                reason = _failure_reason(folder, status, run["id"])
-                records.append(RunRecord(run["method"], run["fraction"] or 0.0, run["seed"], folder, None, None, reason))
+                records.append(RunRecord(run["method"], run["fraction"], run["seed"], folder, None, None, _failure_reason(folder, status, run["id"])))
         return records, plan
     records = []
     for path in map(Path, paths):
@@ -358,7 +355,8 @@ def markdown_report(report: StudyReport) -> str:
         parts += ["", "## Runs without results", ""]
         for record in report.failed:
             last = record.reason.strip().splitlines()
-            parts.append(f"- `{record.method}` at {percent(record.fraction)}, seed {record.seed} (`{record.folder}`): {last[0] if last else ''}")
+            stage = "pretraining" if record.fraction is None else f"at {percent(record.fraction)}"
+            parts.append(f"- `{record.method}` {stage}, seed {record.seed} (`{record.folder}`): {last[0] if last else ''}")
             if len(last) > 1:
                 parts += ["", "  ```", *(f"  {line}" for line in last[1:][-8:]), "  ```"]
     return "\n".join(parts) + "\n"
