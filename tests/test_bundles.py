@@ -23,6 +23,8 @@ from PIL import Image
 
 from s4mi_monai.bundle.generate import BUNDLES, bundle_files
 from s4mi_monai.bundle.readme import readme
+from s4mi_monai.io import to_json_safe
+from s4mi_monai.metrics.samples import read_samples
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "s4mi_monai" / "resources" / "meta_schema.json"
@@ -102,6 +104,7 @@ def _run_family(name: str, tmp_path: Path, train_args: Sequence[str] = (), expor
     _bundle("run", "training", "--config_file", f"{root}/configs/train.json", "--output_dir", str(out), *train_args)
     assert (out / "model.pt").is_file() and (out / "curves.png").is_file() and not (out / "checkpoint.pt").exists()
     metrics = json.loads((out / "metrics.json").read_text())
+    assert to_json_safe(read_samples(out).metrics()) == metrics["test"], "test_samples.json reproduces the test metrics"
     (out / "metrics.json").unlink()
     _bundle("run", "evaluating", "--config_file", "configs/evaluate.json", "--output_dir", str(out), cwd=REPO / root)
     reevaluated = json.loads((out / "metrics.json").read_text())
@@ -227,6 +230,7 @@ def test_cross_teaching_bundle_end_to_end(tmp_path: Path):
     )
     transformer = json.loads((out / "transformer" / "metrics.json").read_text())
     assert transformer["test"] == metrics["branches"]["transformer"]["test"]
+    assert to_json_safe(read_samples(out / "transformer").metrics()) == transformer["test"]
     mean = tmp_path / "mean"
     _bundle(
         "run",
