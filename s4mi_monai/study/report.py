@@ -363,23 +363,24 @@ def markdown_report(report: StudyReport) -> str:
 
 
 def table_csv(report: StudyReport, metric: str) -> str:
-    """The Table-1 layout as numbers: per fraction its mean, low, high and number of seeds."""
+    """The Table-1 layout as numbers: per fraction its mean, unclipped low and high, seeds and each seed's value."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["method"]
     for fraction in report.fractions:
         key = fraction_key(fraction)
-        header += [f"{key} mean", f"{key} low", f"{key} high", f"{key} seeds", f"{key} interval"]
+        header += [f"{key} mean", f"{key} low", f"{key} high", f"{key} seeds", f"{key} per seed", f"{key} interval"]
     writer.writerow(header)
     for method in report.methods:
         row: list[Any] = [method]
         for fraction in report.fractions:
             cell = report.cells.get((metric, method, fraction))
             if cell is None:
-                row += ["", "", "", 0, ""]
+                row += ["", "", "", 0, "", ""]
             else:
                 i = cell.interval
-                row += [_csv_number(i.estimate), _csv_number(i.low), _csv_number(i.high), len(cell.seeds), i.method]
+                per_seed = ";".join(f"{seed}:{_csv_number(value)}" for seed, value in zip(cell.seeds, cell.values))
+                row += [_csv_number(i.estimate), _csv_number(i.low), _csv_number(i.high), len(cell.seeds), per_seed, i.method]
         writer.writerow(row)
     return buffer.getvalue()
 
