@@ -4,6 +4,7 @@ one line per method with its 95 % interval as a band, on a log-scaled fraction a
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["label_efficiency_figure"]
 
 MARKERS = "osD^vP*Xh<>"
+TITLE_WIDTH = 70
 
 
 def label_efficiency_figure(report: StudyReport, metric: str, path: str | Path) -> Path:
@@ -42,7 +44,10 @@ def label_efficiency_figure(report: StudyReport, metric: str, path: str | Path) 
         (line,) = axes.plot(xs, means, marker=MARKERS[index % len(MARKERS)], markersize=6, label=method, **style)
         lows, highs = zip(*(shown_bounds(c.interval) for _, c in points))
         defined = [not (math.isnan(lo) or math.isnan(hi)) for lo, hi in zip(lows, highs)]
-        if any(defined):
+        for x, mean, low, high, ok in zip(xs, means, lows, highs, defined):  # bars: visible for a lone point too
+            if ok:
+                axes.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=line.get_color(), capsize=4, linewidth=1)
+        if sum(defined) > 1:
             axes.fill_between(
                 [x for x, d in zip(xs, defined) if d],
                 [lo for lo, d in zip(lows, defined) if d],
@@ -60,13 +65,13 @@ def label_efficiency_figure(report: StudyReport, metric: str, path: str | Path) 
         axes.set_xlim(low / 1.25, high * 1.25)
     seeds = sorted({len(c.seeds) for (m, _, _), c in report.cells.items() if m == metric})
     if seeds and min(seeds) > 1:
-        band = f"Bands: 95 % t-interval over seeds ({'/'.join(map(str, seeds))} seeds per point), clipped to [0, 1]."
+        band = f"Bars and bands: 95 % t-interval over seeds ({'/'.join(map(str, seeds))} seeds per point), clipped to [0, 1]."
     else:
-        band = "Bands: 95 % interval (t over seeds; for one seed, bootstrap over the test images), clipped to [0, 1]."
+        band = "Bars and bands: 95 % interval (t over seeds; for one seed, bootstrap over the test images), clipped to [0, 1]."
     title = f"{metric_label(metric)} against labeled fraction: {report.name}"
     xlabel = "labeled training images (fraction of the training set, log scale)"
     ylabel = f"{metric_label(metric)} on the test split (0-1)"
-    axes.set_title(title, fontsize=11)
+    axes.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)), fontsize=11)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.grid(True, which="major", alpha=0.3)
