@@ -21,8 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from s4mi_monai.bundle.generate import BUNDLES, bundle_files
-from s4mi_monai.bundle.readme import readme
+from s4mi_monai.bundlegen.registry import BUNDLES
+from s4mi_monai.bundlegen.write import bundle_files
+from s4mi_monai.bundlegen.readme import readme
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "s4mi_monai" / "resources" / "meta_schema.json"

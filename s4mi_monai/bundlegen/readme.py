@@ -6,7 +6,7 @@ produced them; regeneration keeps it.
 
 from __future__ import annotations
 
-from s4mi_monai.bundle.generate import BundleSpec
+from s4mi_monai.bundlegen.registry import BundleSpec
 
 RESULTS_START = "<!-- results: kept when the README is regenerated -->"
 RESULTS_END = "<!-- /results -->"
