@@ -39,6 +39,31 @@ def test_committed_bundle_matches_generator(name: str):
     assert (folder / "LICENSE").is_file()
 
 
+def test_run_time_helpers_do_not_import_the_generator():
+    """Bundle configs import ``s4mi_monai.bundle``; the generator is a separate package that only ``s4mi bundles`` loads."""
+    code = "import sys, s4mi_monai.bundle; print(any(name.startswith('s4mi_monai.bundlegen') for name in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_scope_names_references_at_the_root_or_in_a_section():
+    from s4mi_monai.bundlegen.parts import ROOT, Scope
+
+    assert ROOT.ref("train#trainer") == "@train#trainer"
+    assert Scope("finetune_cnn").ref("train#trainer") == "@finetune_cnn#train#trainer"
+
+
+def test_cass_fine_tunings_differ_only_in_their_branch():
+    """The two fine-tuning sections of CASS are one builder applied to two branches."""
+    train = json.loads((REPO / "bundles" / "cass_isic" / "configs" / "train.json").read_text())
+    sections, pretraining = {}, train["finetune_cnn"]["settings"]["pretraining"]
+    for branch in ("cnn", "vit"):
+        section = train[f"finetune_{branch}"]
+        assert section["settings"].pop("pretraining") == pretraining
+        sections[branch] = json.dumps(section).replace(branch, "BRANCH")
+    assert sections["cnn"] == sections["vit"]
+
+
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_bundle_parses_verifies_and_matches_metadata(name: str):
     from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
