@@ -288,6 +288,28 @@ def test_ssl4mis_preset_switches_cross_teaching_to_sgd_with_poly_decay():
 # ----------------------------------------------------------------------------------------- fair baselines
 
 
+def test_pretrain_writes_each_backbone_and_skips_a_finished_pretraining(tmp_path: Path):
+    from s4mi_monai.bundle import pretrain
+
+    class Trainer:
+        runs = 0
+
+        def run(self) -> None:
+            self.runs += 1
+
+    class Handler:
+        def attach(self, engine: Trainer) -> None:
+            self.engine = engine
+
+    trainer, handler, path = Trainer(), Handler(), str(tmp_path / "backbone.pt")
+    pretrain(trainer, [handler], [(torch.nn.Linear(2, 2), path)], skip_if_done=True)
+    assert trainer.runs == 1 and handler.engine is trainer and Path(path).is_file()
+    pretrain(trainer, [handler], [(torch.nn.Linear(2, 2), path)], skip_if_done=True)
+    assert trainer.runs == 1, "a restarted run does not pretrain again"
+    pretrain(trainer, [handler], [(torch.nn.Linear(2, 2), path)])
+    assert trainer.runs == 2, "the pretrain id always pretrains"
+
+
 def test_epochs_for_iterations():
     from s4mi_monai.bundle import epochs_for_iterations
 

@@ -19,7 +19,13 @@ from s4mi_monai.bundlegen.registry import BundleSpec
 BRANCHES = ("cnn", "transformer")
 DEMO_NETWORKS = {"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24}
 """The networks that evaluation and inference rebuild when training wrote no ``model_info.json``."""
-SEMI_IMPORTS = ["$import s4mi_monai.data", "$import s4mi_monai.engines", "$import s4mi_monai.handlers", "$import s4mi_monai.networks"]
+SEMI_IMPORTS = [
+    "$import s4mi_monai.data",
+    "$import s4mi_monai.engines",
+    "$import s4mi_monai.handlers",
+    "$import s4mi_monai.networks",
+    "$import s4mi_monai.optim",
+]
 
 SSL4MIS_PRESET = {
     "learning_rate": 0.01,
@@ -38,7 +44,7 @@ SSL4MIS_PRESET = {
         "momentum": 0.9,
         "weight_decay": "@weight_decay",
     },
-    "lr_schedule": "$s4mi_monai.handlers.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
+    "lr_schedule": "$s4mi_monai.optim.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
 }
 """``configs/ssl4mis.json``, laid over ``train.json``: the SSL4MIS recipe (SGD, momentum 0.9, weight decay 1e-4,
 lr 0.01 with poly decay ``(1 − t/N)^0.9``) instead of the paper's Adam 3.6e-4 with cosine decay."""
@@ -191,8 +197,8 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
         "transformer_optimizer": optimizer("transformer_network"),
         "iterations_per_epoch": "$len(@train#dataloader)",  # the two-stream sampler's epoch: ceil(n_labeled / labeled batch)
         "epochs": f"$s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {iterations})",
-        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
-        "consistency_schedule": f"$s4mi_monai.handlers.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
+        "lr_schedule": f"$s4mi_monai.optim.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
+        "consistency_schedule": f"$s4mi_monai.optim.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
         "preprocessing": parts.preprocessing(spec, with_label=True),
         "unlabeled_preprocessing": parts.preprocessing(spec, with_label=False),
         "augmentation": parts.augmentation(with_mask=True),

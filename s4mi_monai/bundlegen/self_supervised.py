@@ -15,7 +15,13 @@ from s4mi_monai.bundlegen import parts, supervised
 from s4mi_monai.bundlegen.parts import ROOT, Scope
 from s4mi_monai.bundlegen.registry import BundleSpec
 
-PRETRAIN_IMPORTS = ["$import copy", "$import s4mi_monai.engines", "$import s4mi_monai.handlers", "$import s4mi_monai.networks"]
+PRETRAIN_IMPORTS = [
+    "$import copy",
+    "$import s4mi_monai.engines",
+    "$import s4mi_monai.handlers",
+    "$import s4mi_monai.networks",
+    "$import s4mi_monai.optim",
+]
 
 CASS_BRANCHES = {"cnn": "@cnn_backbone", "vit": "@vit_backbone"}
 """CASS's two networks, each fine-tuned in its own section ``finetune_<branch>``, and their backbone knobs."""
@@ -159,14 +165,14 @@ def _dino_section() -> dict[str, Any]:
         },
         "optimizer": {
             "_target_": "torch.optim.AdamW",
-            "params": "$s4mi_monai.handlers.param_groups_for_weight_decay(@ssl#student)",
+            "params": "$s4mi_monai.optim.param_groups_for_weight_decay(@ssl#student)",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
-        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
-        "weight_decay_schedule": f"$s4mi_monai.handlers.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
-        "momentum_schedule": f"$s4mi_monai.handlers.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
-        "teacher_temp_schedule": f"$s4mi_monai.handlers.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
+        "lr_schedule": f"$s4mi_monai.optim.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
+        "weight_decay_schedule": f"$s4mi_monai.optim.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
+        "momentum_schedule": f"$s4mi_monai.optim.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
+        "teacher_temp_schedule": f"$s4mi_monai.optim.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
         "views": {
             "_target_": "s4mi_monai.transforms.MultiCropBatch",
             "preset": "@crop_preset",
@@ -347,15 +353,14 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         **parts.identity(spec, parts.IMPORTS + PRETRAIN_IMPORTS),
         # CASS fine-tunes two networks, each with its own backbone knob (cnn_backbone, vit_backbone)
         **parts.run_knobs(spec, label_fraction=0.1, network={"pretrained_weights": None} if cass else None),
+        **_pretraining_knobs(spec),
         **parts.data_and_device(spec),
         **supervised.transforms(spec),
-        **_pretraining_knobs(spec),
         "ssl": _cass_section() if cass else _dino_section(),
     }
     if cass:
         config.update({f"finetune_{branch}": finetune_section(spec, branch) for branch in CASS_BRANCHES})
-        pretrained_files = [f"@pretrained_{branch}" for branch in CASS_BRANCHES]
-        save = [f"s4mi_monai.bundle.save_backbone(@ssl#{branch}.backbone, @pretrained_{branch})" for branch in CASS_BRANCHES]
+        backbones = ", ".join(f"(@ssl#{branch}.backbone, @pretrained_{branch})" for branch in CASS_BRANCHES)
         finetune = [
             *[step for branch in CASS_BRANCHES for step in finetune_steps(Scope(f"finetune_{branch}"))],
             f"$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(CASS_BRANCHES)})",
@@ -363,19 +368,14 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         finetune_trainers = [f"@finetune_{branch}#train#trainer" for branch in CASS_BRANCHES]
     else:
         config.update(finetuning(spec))
-        pretrained_files = ["@pretrained"]
-        save = ["s4mi_monai.bundle.save_backbone(@ssl#teacher.backbone, @pretrained)"]
+        backbones = "(@ssl#teacher.backbone, @pretrained)"
         finetune = finetune_steps()
         finetune_trainers = ["@train#trainer"]
-    pretrain = ["[handler.attach(@ssl#trainer) for handler in @ssl#run_handlers]", "@ssl#trainer.run()", *save]
-    done = " and ".join(f"os.path.exists({file})" for file in pretrained_files)
+    pretrain = f"s4mi_monai.bundle.pretrain(@ssl#trainer, @ssl#run_handlers, [{backbones}]"
     config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
-    config["pretrain"] = [f"${step}" for step in pretrain]
+    config["pretrain"] = [f"${pretrain})"]
     config["finetune"] = finetune
-    config["run"] = [
-        f"$s4mi_monai.bundle.log_skipped_pretraining({', '.join(pretrained_files)}) if {done} else [{', '.join(pretrain)}]",
-        *finetune,
-    ]
+    config["run"] = [f"${pretrain}, skip_if_done=True)", *finetune]
     config["training"] = "%run"
     config["benchmark"] = [
         "$s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",
