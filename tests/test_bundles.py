@@ -39,6 +39,10 @@ def test_committed_bundle_matches_generator(name: str):
     assert (folder / "LICENSE").is_file()
 
 
+def test_every_bundle_folder_is_in_the_registry():
+    assert sorted(path.name for path in (REPO / "bundles").iterdir() if path.is_dir()) == sorted(BUNDLES)
+
+
 def test_run_time_helpers_do_not_import_the_generator():
     """Bundle configs import ``s4mi_monai.bundle``; the generator is a separate package that only ``s4mi bundles`` loads."""
     code = "import sys, s4mi_monai.bundle; print(any(name.startswith('s4mi_monai.bundlegen') for name in sys.modules))"
