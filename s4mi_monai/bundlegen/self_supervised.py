@@ -346,6 +346,12 @@ def finetune_steps(scope: Scope = ROOT) -> list[str]:
     return [f"$s4mi_monai.bundle.load_backbone({scope.ref('network')}, {scope.ref('pretrained')})", *supervised.training_steps(scope)]
 
 
+def _pretrain(backbones: str, skip_if_done: bool) -> str:
+    """Pretrain, then write each ``(backbone, file)`` of ``backbones``; the ``run`` id skips a finished pretraining."""
+    skip = ", skip_if_done=True" if skip_if_done else ""
+    return f"$s4mi_monai.bundle.pretrain(@ssl#trainer, @ssl#run_handlers, [{backbones}]{skip})"
+
+
 def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
     """``train.json`` of a DINO or CASS bundle."""
     cass = spec.method == "cass"
@@ -371,11 +377,10 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         backbones = "(@ssl#teacher.backbone, @pretrained)"
         finetune = finetune_steps()
         finetune_trainers = ["@train#trainer"]
-    pretrain = f"s4mi_monai.bundle.pretrain(@ssl#trainer, @ssl#run_handlers, [{backbones}]"
     config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
-    config["pretrain"] = [f"${pretrain})"]
+    config["pretrain"] = [_pretrain(backbones, skip_if_done=False)]
     config["finetune"] = finetune
-    config["run"] = [f"${pretrain}, skip_if_done=True)", *finetune]
+    config["run"] = [_pretrain(backbones, skip_if_done=True), *finetune]
     config["training"] = "%run"
     config["benchmark"] = [
         "$s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",
