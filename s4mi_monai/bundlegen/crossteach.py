@@ -17,6 +17,8 @@ from s4mi_monai.bundlegen import parts, supervised
 from s4mi_monai.bundlegen.registry import BundleSpec
 
 BRANCHES = ("cnn", "transformer")
+NETWORK_OF_BRANCH = {"cnn": "@network", "transformer": "@transformer_network"}
+"""The two networks trained together, and the config ids of their networks."""
 DEMO_NETWORKS = {"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24}
 """The networks that evaluation and inference rebuild when training wrote no ``model_info.json``."""
 SEMI_IMPORTS = [
@@ -93,9 +95,6 @@ def networks() -> dict[str, Any]:
         },
         "transformer_network": "$@transformer_def.to(@torch_device)",
     }
-
-
-NETWORK_OF_BRANCH = {"cnn": "@network", "transformer": "@transformer_network"}
 
 
 def _section(split: str, branch: str) -> str:
