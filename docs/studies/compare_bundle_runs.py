@@ -61,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("before", type=Path, help="folder with one output folder per bundle, recorded before the change")
     parser.add_argument("after", type=Path, help="the same runs after the change")
     parser.add_argument("--same-path", action="append", default=[], metavar="OLD=NEW", help="paths under OLD and NEW are the same")
+    parser.add_argument("--finished-only", action="store_true", help="compare only the bundles whose run after has metrics.json")
     args = parser.parse_args(argv)
     same_paths = dict(pair.split("=", 1) for pair in args.same_path)
     changed = 0
     for folder in sorted(p for p in args.before.iterdir() if p.is_dir()):
+        if args.finished_only and not (args.after / folder.name / "metrics.json").is_file():
+            continue
         found = compare_run(folder, args.after / folder.name, same_paths)
         if not (folder / "metrics.json").is_file():
             found.insert(0, "metrics.json: missing before (the run did not finish)")
