@@ -115,7 +115,7 @@ class S4MI:
 
     def bundles(self, root: str = "bundles", names: str | None = None) -> str:
         """Regenerate the bundles' configs, metadata and READMEs from their templates (results are kept)."""
-        from s4mi_monai.bundle.generate import write_bundles
+        from s4mi_monai.bundlegen.write import write_bundles
 
         chosen = [n.strip() for n in names.split(",")] if isinstance(names, str) else names
         return f"wrote {len(write_bundles(root, chosen))} files under {root}/"

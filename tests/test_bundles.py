@@ -21,8 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from s4mi_monai.bundle.generate import BUNDLES, bundle_files
-from s4mi_monai.bundle.readme import readme
+from s4mi_monai.bundlegen.readme import readme
+from s4mi_monai.bundlegen.registry import BUNDLES
+from s4mi_monai.bundlegen.write import bundle_files
 from s4mi_monai.io import to_json_safe
 from s4mi_monai.metrics.samples import read_samples
 
@@ -38,6 +39,35 @@ def test_committed_bundle_matches_generator(name: str):
     committed_readme = (folder / "docs" / "README.md").read_text()
     assert readme(BUNDLES[name], committed_readme) == committed_readme
     assert (folder / "LICENSE").is_file()
+
+
+def test_every_bundle_folder_is_in_the_registry():
+    assert sorted(path.name for path in (REPO / "bundles").iterdir() if path.is_dir()) == sorted(BUNDLES)
+
+
+def test_run_time_helpers_do_not_import_the_generator():
+    """Bundle configs import ``s4mi_monai.bundle``; the generator is a separate package that only ``s4mi bundles`` loads."""
+    code = "import sys, s4mi_monai.bundle; print(any(name.startswith('s4mi_monai.bundlegen') for name in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_scope_names_references_at_the_root_or_in_a_section():
+    from s4mi_monai.bundlegen.parts import ROOT, Scope
+
+    assert ROOT.ref("train#trainer") == "@train#trainer"
+    assert Scope("finetune_cnn").ref("train#trainer") == "@finetune_cnn#train#trainer"
+
+
+def test_cass_fine_tunings_differ_only_in_their_branch():
+    """The two fine-tuning sections of CASS are one builder applied to two branches."""
+    train = json.loads((REPO / "bundles" / "cass_isic" / "configs" / "train.json").read_text())
+    sections, pretraining = {}, train["finetune_cnn"]["settings"]["pretraining"]
+    for branch in ("cnn", "vit"):
+        section = train[f"finetune_{branch}"]
+        assert section["settings"].pop("pretraining") == pretraining
+        sections[branch] = json.dumps(section).replace(branch, "BRANCH")
+    assert sections["cnn"] == sections["vit"]
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
@@ -264,6 +294,28 @@ def test_ssl4mis_preset_switches_cross_teaching_to_sgd_with_poly_decay():
 
 
 # ----------------------------------------------------------------------------------------- fair baselines
+
+
+def test_pretrain_writes_each_backbone_and_skips_a_finished_pretraining(tmp_path: Path):
+    from s4mi_monai.bundle import pretrain
+
+    class Trainer:
+        runs = 0
+
+        def run(self) -> None:
+            self.runs += 1
+
+    class Handler:
+        def attach(self, engine: Trainer) -> None:
+            self.engine = engine
+
+    trainer, handler, path = Trainer(), Handler(), str(tmp_path / "backbone.pt")
+    pretrain(trainer, [handler], [(torch.nn.Linear(2, 2), path)], skip_if_done=True)
+    assert trainer.runs == 1 and handler.engine is trainer and Path(path).is_file()
+    pretrain(trainer, [handler], [(torch.nn.Linear(2, 2), path)], skip_if_done=True)
+    assert trainer.runs == 1, "a restarted run does not pretrain again"
+    pretrain(trainer, [handler], [(torch.nn.Linear(2, 2), path)])
+    assert trainer.runs == 2, "the pretrain id always pretrains"
 
 
 def test_epochs_for_iterations():

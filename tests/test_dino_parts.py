@@ -13,14 +13,15 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from torch import nn
 
-from s4mi_monai.handlers.schedules import (
+from s4mi_monai.handlers.schedules import ScheduleHandler
+from s4mi_monai.handlers.teacher import EMATeacher, FreezeLastLayer
+from s4mi_monai.optim import (
     FIXED_KEYS,
-    ScheduleHandler,
+    clip_gradients_per_parameter,
     cosine_schedule,
     linear_warmup_then_constant,
     param_groups_for_weight_decay,
 )
-from s4mi_monai.handlers.teacher import EMATeacher, FreezeLastLayer, clip_gradients_per_parameter
 from s4mi_monai.losses.dino import DINOLoss
 from s4mi_monai.networks.heads import DINOHead, MultiCropWrapper, ProjectionHead
 

@@ -231,12 +231,24 @@ def load_backbone(network: torch.nn.Module, path: str) -> None:
     logger.info("fine-tuning starts from %s: %s", path, report)
 
 
-def log_skipped_pretraining(*paths: str) -> None:
-    """A restarted run does not repeat a finished pretraining; say so, and how to force it."""
-    logger.info(
-        "pretraining already done (%s): fine-tuning from it; delete the file(s) or run the 'pretrain' id to pretrain again",
-        ", ".join(paths),
-    )
+def pretrain(trainer: Any, run_handlers: Sequence[Any], backbones: Sequence[tuple[torch.nn.Module, str]], skip_if_done: bool = False) -> None:
+    """Label-free pretraining (resumed from its checkpoint if one exists), then each ``(backbone, path)`` written.
+
+    With ``skip_if_done`` (the ``run`` id), a restarted run whose pretrained files all exist goes straight to
+    fine-tuning and says so; the ``pretrain`` id always pretrains.
+    """
+    paths = [path for _, path in backbones]
+    if skip_if_done and all(os.path.exists(path) for path in paths):
+        logger.info(
+            "pretraining already done (%s): fine-tuning from it; delete the file(s) or run the 'pretrain' id to pretrain again",
+            ", ".join(paths),
+        )
+        return
+    for handler in run_handlers:
+        handler.attach(trainer)
+    trainer.run()
+    for backbone, path in backbones:
+        save_backbone(backbone, path)
 
 
 def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str]) -> None:

@@ -8,24 +8,11 @@ from s4mi_monai.handlers.checkpoint import BestModelSaver, TorchRandomState, Tra
 from s4mi_monai.handlers.history import EpochHistory, write_metrics_json
 from s4mi_monai.handlers.monitoring import CollapseMonitor
 from s4mi_monai.handlers.predictions import ProbabilityCSVWriter
-from s4mi_monai.handlers.schedules import (
-    ScheduleHandler,
-    cosine_schedule,
-    linear_warmup_then_constant,
-    param_groups_for_weight_decay,
-    poly_schedule,
-    sigmoid_rampup_schedule,
-)
-from s4mi_monai.handlers.teacher import EMATeacher, FreezeLastLayer, clip_gradients_per_parameter
+from s4mi_monai.handlers.schedules import ScheduleHandler
+from s4mi_monai.handlers.teacher import EMATeacher, FreezeLastLayer
 
 __all__ = [
     "CollapseMonitor",
-    "param_groups_for_weight_decay",
-    "linear_warmup_then_constant",
-    "cosine_schedule",
-    "poly_schedule",
-    "sigmoid_rampup_schedule",
-    "clip_gradients_per_parameter",
     "ScheduleHandler",
     "FreezeLastLayer",
     "EMATeacher",

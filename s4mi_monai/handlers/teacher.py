@@ -1,7 +1,7 @@
-"""DINO's student–teacher mechanics as trainer handlers: EMA teacher, frozen last layer, per-parameter clipping.
+"""DINO's student–teacher mechanics as trainer handlers: EMA teacher, frozen last layer.
 
 The order inside one official DINO iteration is: forward, loss, backward, per-parameter gradient
-clipping (:func:`clip_gradients_per_parameter`), cancelling the head's last-layer gradients in the first
+clipping (:func:`s4mi_monai.optim.clip_gradients_per_parameter`), cancelling the head's last-layer gradients in the first
 epoch (:class:`FreezeLastLayer`), optimizer step, teacher EMA update (:class:`EMATeacher`). The two
 gradient operations act on separate parameters' gradients one by one, so their order does not matter.
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["EMATeacher", "FreezeLastLayer", "clip_gradients_per_parameter"]
+__all__ = ["EMATeacher", "FreezeLastLayer"]
 
 
 class EMATeacher:
@@ -123,22 +123,3 @@ class FreezeLastLayer:
         if engine.state.epoch <= self.epochs:
             for parameter in self.last_layer_parameters:
                 parameter.grad = None
-
-
-@torch.no_grad()
-def clip_gradients_per_parameter(module: nn.Module, max_norm: float = 3.0) -> torch.Tensor:
-    """Clip each parameter's gradient to L2 norm ≤ ``max_norm`` on its own (official ``clip_gradients``).
-
-    ``grad ← grad · min(1, max_norm / (‖grad‖₂ + 1e-6))`` per parameter, unlike
-    ``torch.nn.utils.clip_grad_norm_``, which scales all gradients by their joint norm. Returns the norms
-    before clipping, one per parameter with a gradient (empty if none), without synchronising the device.
-    With a ``GradScaler``, call ``scaler.unscale_(optimizer)`` first, as the official code does.
-    """
-    gradients = [parameter.grad for parameter in module.parameters() if parameter.grad is not None]
-    if not gradients:
-        return torch.empty(0)
-    norms = torch.stack([torch.linalg.vector_norm(gradient.detach(), 2) for gradient in gradients])
-    scales = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for gradient, scale in zip(gradients, scales):
-        gradient.mul_(scale)
-    return norms

@@ -1,6 +1,6 @@
 """Configs of the semi-supervised segmentation bundles: cross teaching between a CNN U-Net and a Swin-UNet.
 
-``train.json`` keeps the shape of the supervised segmentation config (:func:`s4mi_monai.bundle.generate.train_config`)
+``train.json`` keeps the shape of the supervised segmentation config (:func:`s4mi_monai.bundlegen.supervised.train_config`)
 with two networks, two optimizers and one :class:`s4mi_monai.engines.CrossTeachingTrainer` fed by a two-stream
 sampler; validation and test sections exist once per network (``validate`` and ``test`` for the CNN, as MONAI's
 workflow properties expect; ``validate_transformer`` and ``test_transformer``).
@@ -13,10 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from s4mi_monai.bundle import generate as g
+from s4mi_monai.bundlegen import parts, supervised
+from s4mi_monai.bundlegen.registry import BundleSpec
 
 BRANCHES = ("cnn", "transformer")
-SEMI_IMPORTS = ["$import s4mi_monai.data", "$import s4mi_monai.engines", "$import s4mi_monai.handlers", "$import s4mi_monai.networks"]
+NETWORK_OF_BRANCH = {"cnn": "@network", "transformer": "@transformer_network"}
+"""The two networks trained together, and the config ids of their networks."""
+DEMO_NETWORKS = {"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24}
+"""The networks that evaluation and inference rebuild when training wrote no ``model_info.json``."""
+SEMI_IMPORTS = [
+    "$import s4mi_monai.data",
+    "$import s4mi_monai.engines",
+    "$import s4mi_monai.handlers",
+    "$import s4mi_monai.networks",
+    "$import s4mi_monai.optim",
+]
 
 SSL4MIS_PRESET = {
     "learning_rate": 0.01,
@@ -35,50 +46,38 @@ SSL4MIS_PRESET = {
         "momentum": 0.9,
         "weight_decay": "@weight_decay",
     },
-    "lr_schedule": "$s4mi_monai.handlers.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
+    "lr_schedule": "$s4mi_monai.optim.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
 }
 """``configs/ssl4mis.json``, laid over ``train.json``: the SSL4MIS recipe (SGD, momentum 0.9, weight decay 1e-4,
 lr 0.01 with poly decay ``(1 − t/N)^0.9``) instead of the paper's Adam 3.6e-4 with cosine decay."""
 
 
-def _knobs(spec: g.BundleSpec) -> dict[str, Any]:
-    knobs = dict(g._run_knobs(spec))
-    for key in (*g.NETWORK_KNOBS["segmentation"], "pretrained_weights"):
-        knobs.pop(key)  # the supervised network's; cross teaching has its own two
-    knobs.update(
-        {
-            "label_fraction": 0.5,
-            "max_epochs": "$10 if @demo else 50",
-            "labeled_batch_size": "$4 if @demo else 8",
-            "unlabeled_batch_size": "$4 if @demo else 8",
-            "transformer": "swin_unet",
-            "transformer_embed_dim": "$24 if @demo else 96",
-            "transformer_weights": None,
-            "min_learning_rate": 1e-6,
-            "consistency": 0.1,
-            "consistency_ramp": 0.4,
-            "report_branch": "cnn",
-            "channels_last": "$@torch_device.type == 'cuda'",
-            "compile": False,
-            "benchmark_steps": 20,
-        }
-    )
-    return knobs
+def _knobs(spec: BundleSpec) -> dict[str, Any]:
+    """The shared run knobs without the supervised network's (cross teaching has its own two), then its own."""
+    return {
+        **parts.run_knobs(spec, label_fraction=0.5, max_epochs="$10 if @demo else 50", network={}),
+        "labeled_batch_size": "$4 if @demo else 8",
+        "unlabeled_batch_size": "$4 if @demo else 8",
+        "transformer": "swin_unet",
+        "transformer_embed_dim": "$24 if @demo else 96",
+        "transformer_weights": None,
+        "min_learning_rate": 1e-6,
+        "consistency": 0.1,
+        "consistency_ramp": 0.4,
+        "report_branch": "cnn",
+        "channels_last": "$@torch_device.type == 'cuda'",
+        "compile": False,
+        "benchmark_steps": 20,
+    }
 
 
-def _derived(spec: g.BundleSpec) -> dict[str, Any]:
-    derived = dict(g._derived(spec))
-    for key in ("model_path", "checkpoint_path", "metrics_path"):
-        derived.pop(key)
-    derived.update(
-        {
-            "model_path": "$os.path.join(@output_dir, 'model.pt')",
-            "checkpoint_path": "$os.path.join(@output_dir, 'checkpoint.pt')",
-            "cnn_dir": "$os.path.join(@output_dir, 'cnn')",
-            "transformer_dir": "$os.path.join(@output_dir, 'transformer')",
-        }
-    )
-    return derived
+def _output_paths() -> dict[str, Any]:
+    """The reported model and the resume checkpoint at the top, each network's outputs in its own folder."""
+    return {
+        "model_path": "$os.path.join(@output_dir, 'model.pt')",
+        "checkpoint_path": "$os.path.join(@output_dir, 'checkpoint.pt')",
+        **{f"{branch}_dir": f"$os.path.join(@output_dir, '{branch}')" for branch in BRANCHES},
+    }
 
 
 def networks() -> dict[str, Any]:
@@ -98,46 +97,24 @@ def networks() -> dict[str, Any]:
     }
 
 
-def _rename(value: Any, replacements: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        for old, new in replacements.items():
-            value = value.replace(old, new)
-        return value
-    if isinstance(value, list):
-        return [_rename(item, replacements) for item in value]
-    if isinstance(value, dict):
-        return {key: _rename(item, replacements) for key, item in value.items()}
-    return value
-
-
 def _section(split: str, branch: str) -> str:
     """Config id of a network's evaluation: the CNN's is ``validate``/``test`` (MONAI's workflow properties), the other's suffixed."""
     section = "validate" if split == "validation" else "test"
     return section if branch == "cnn" else f"{section}_{branch}"
 
 
-def _evaluation(spec: g.BundleSpec, split: str, branch: str, handlers: list[Any]) -> dict[str, Any]:
+def _evaluation(spec: BundleSpec, split: str, branch: str, handlers: list[Any]) -> dict[str, Any]:
     """One network's validation or test section: the shared evaluator on that network."""
-    generic = g._evaluation_section(spec, split, handlers, None)
-    if branch == "cnn":
-        return generic
-    renamed = _rename(generic, {f"@{_section(split, 'cnn')}#": f"@{_section(split, branch)}#"})
-    renamed["evaluator"]["network"] = "@transformer_network"
-    return renamed
+    return parts.evaluation_section(spec, split, f"@{_section(split, branch)}", NETWORK_OF_BRANCH[branch], handlers)
 
 
-def _augmentation(with_label: bool) -> list[dict[str, Any]]:
-    """The supervised segmentation recipe: rotation and flips (one draw for image and mask), colour jitter on the image."""
-    steps = g._augmentation(g.BUNDLES["supervised_seg_isic"])
-    if with_label:
-        return steps
-    image_only = []
-    for step in steps:
-        step = dict(step, keys="image")
-        if "mode" in step:
-            step["mode"] = "bilinear"
-        image_only.append(step)
-    return image_only
+def _initialize() -> list[str]:
+    """Seed everything, show the epoch lines, and check the transformer's input size before any data is read."""
+    return [
+        "$monai.utils.set_determinism(seed=@seed)",
+        "$s4mi_monai.bundle.configure_logging()",
+        "$s4mi_monai.networks.check_transformer_image_size(@image_size, @transformer)",
+    ]
 
 
 def _model_info(branch: str) -> dict[str, Any]:
@@ -189,10 +166,8 @@ def _settings() -> dict[str, Any]:
     }
 
 
-def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
+def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
     """``train.json`` of a cross-teaching bundle."""
-    supervised_seg = g.BUNDLES[f"supervised_seg_{spec.profile.name}"]
-    unlabeled_preprocessing = g._preprocessing(supervised_seg, with_label=False)
     iterations = "@iterations_per_epoch"
 
     def optimizer(network: str) -> dict[str, Any]:
@@ -204,31 +179,30 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
         }
 
     def best(branch: str) -> dict[str, Any]:
-        network = "@network" if branch == "cnn" else "@transformer_network"
         return {
             "_target_": "s4mi_monai.handlers.BestModelSaver",
             "save_path": f"$os.path.join(@{branch}_dir, 'model.pt')",
-            "network": network,
+            "network": NETWORK_OF_BRANCH[branch],
         }
 
     config: dict[str, Any] = {
-        **g._identity(spec),
-        "imports": g.IMPORTS + SEMI_IMPORTS,
+        **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
         **_knobs(spec),
-        **_derived(spec),
+        **parts.data_and_device(spec),
+        **_output_paths(),
         **networks(),
         "loss": {"_target_": "s4mi_monai.losses.CrossTeachingLoss"},
         "optimizer": optimizer("network"),
         "transformer_optimizer": optimizer("transformer_network"),
         "iterations_per_epoch": "$len(@train#dataloader)",  # the two-stream sampler's epoch: ceil(n_labeled / labeled batch)
         "epochs": f"$s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {iterations})",
-        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
-        "consistency_schedule": f"$s4mi_monai.handlers.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
-        "preprocessing": g._preprocessing(supervised_seg, with_label=True),
-        "unlabeled_preprocessing": unlabeled_preprocessing,
-        "augmentation": _augmentation(with_label=True),
-        "unlabeled_augmentation": _augmentation(with_label=False),
-        "normalization": g._normalization(),
+        "lr_schedule": f"$s4mi_monai.optim.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
+        "consistency_schedule": f"$s4mi_monai.optim.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
+        "preprocessing": parts.preprocessing(spec, with_label=True),
+        "unlabeled_preprocessing": parts.preprocessing(spec, with_label=False),
+        "augmentation": parts.augmentation(with_mask=True),
+        "unlabeled_augmentation": parts.augmentation(with_mask=False),
+        "normalization": parts.normalization(),
         "best_cnn": best("cnn"),
         "best_transformer": best("transformer"),
         "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
@@ -289,9 +263,9 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
                     "epoch_level": True,
                 },
                 {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval", "epoch_level": True},
-                *g.logging_handlers("$os.path.join(@output_dir, 'runs')", "train_loss", "$lambda output: output['loss']"),
+                *parts.logging_handlers("$os.path.join(@output_dir, 'runs')", "train_loss", "$lambda output: output['loss']"),
             ],
-            "run_handlers": g.run_handlers("@history", "@checkpoint_path", "@resume_objects"),
+            "run_handlers": parts.run_handlers("@history", "@checkpoint_path", "@resume_objects"),
             "trainer": {
                 "_target_": "s4mi_monai.engines.CrossTeachingTrainer",
                 "device": "@torch_device",
@@ -326,15 +300,11 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
         "test_transformer": _evaluation(spec, "test", "transformer", []),
         "settings": _settings(),
         **{f"model_info_{branch}": _model_info(branch) for branch in BRANCHES},
-        "initialize": [
-            "$monai.utils.set_determinism(seed=@seed)",
-            "$s4mi_monai.bundle.configure_logging()",
-            "$s4mi_monai.networks.check_transformer_image_size(@image_size, @transformer)",
-        ],
+        "initialize": _initialize(),
     }
     report = []
     for branch in BRANCHES:
-        network = "@network" if branch == "cnn" else "@transformer_network"
+        network = NETWORK_OF_BRANCH[branch]
         report.append(
             f"$s4mi_monai.bundle.report_test_metrics(@{_section('test', branch)}#evaluator, {network}, os.path.join(@{branch}_dir, 'model.pt'), "
             f"os.path.join(@{branch}_dir, 'metrics.json'), dict(@settings, branch='{branch}'), @best_{branch})"
@@ -351,86 +321,70 @@ def crossteach_train_config(spec: g.BundleSpec) -> dict[str, Any]:
     return config
 
 
-def crossteach_evaluate_config(spec: g.BundleSpec) -> dict[str, Any]:
+def crossteach_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
     """``evaluate.json``: score the reported network (``model.pt``) or either one (``--branch cnn|transformer``) on test."""
-    train = crossteach_train_config(spec)
-    keep = ("imports", "bundle_name", "bundle_root", *_knobs(spec), "data", "classes", "multi_label", "torch_device", "use_amp")
-    config = {key: train[key] for key in keep}
-    config.update(
-        {
-            "branch": None,
-            "model_path": "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')",
-            "metrics_path": "$os.path.join(os.path.dirname(@model_path), 'metrics.json')",
-            "model_info": {
-                "_target_": "s4mi_monai.bundle.read_model_info",
-                "model_path": "@model_path",
-                "defaults": {"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24},
-            },
-            "predict_with": "$@branch or @model_info['branch']",
-            **networks(),
-            "predictor": "$s4mi_monai.networks.select_prediction_network(@predict_with, @network, @transformer_network)",
-            "preprocessing": train["preprocessing"],
-            "normalization": train["normalization"],
-        }
-    )
-    config["transformer"] = "$@model_info['transformer']"
-    config["transformer_embed_dim"] = "$@model_info['transformer_embed_dim']"
-    test = g._evaluation_section(spec, "test", [], None)
-    test["evaluator"]["network"] = "@predictor"
-    config["test"] = test
-    config["settings"] = {"bundle": "@bundle_name", "datalist": "$@data['datalist_path']", "branch": "@predict_with", "seed": "@seed"}
-    config["initialize"] = train["initialize"]
-    config["run"] = ["$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @predictor, @model_path, @metrics_path, @settings)"]
-    config["evaluating"] = "%run"
-    return config
+    knobs = _knobs(spec)
+    knobs.update({"transformer": "$@model_info['transformer']", "transformer_embed_dim": "$@model_info['transformer_embed_dim']"})
+    return {
+        **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
+        **knobs,
+        **parts.data_and_device(spec),
+        "branch": None,
+        "model_path": "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')",
+        "metrics_path": "$os.path.join(os.path.dirname(@model_path), 'metrics.json')",
+        "model_info": parts.read_model_info(DEMO_NETWORKS),
+        "predict_with": "$@branch or @model_info['branch']",
+        **networks(),
+        "predictor": "$s4mi_monai.networks.select_prediction_network(@predict_with, @network, @transformer_network)",
+        "preprocessing": parts.preprocessing(spec, with_label=True),
+        "normalization": parts.normalization(),
+        "test": parts.evaluation_section(spec, "test", "@test", "@predictor", []),
+        "settings": {"bundle": "@bundle_name", "datalist": "$@data['datalist_path']", "branch": "@predict_with", "seed": "@seed"},
+        "initialize": _initialize(),
+        "run": ["$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @predictor, @model_path, @metrics_path, @settings)"],
+        "evaluating": "%run",
+    }
 
 
-def crossteach_inference_config(spec: g.BundleSpec) -> dict[str, Any]:
+def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
     """``inference.json``: the reported network by default; ``--predict_with cnn|transformer|mean`` (mean of both softmaxes)."""
-    config = g.inference_config(g.BUNDLES[f"supervised_seg_{spec.profile.name}"])
-    config.update(g._identity(spec))
-    config["imports"] = g.IMPORTS + SEMI_IMPORTS
-    defaults = dict(config["model_info"]["defaults"])
-    for key in g.NETWORK_KNOBS["segmentation"]:
-        defaults.pop(key)
-    defaults.update({"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24})
-    config["model_info"]["defaults"] = defaults
-    for key in (*g.NETWORK_KNOBS["segmentation"], "pretrained_weights", "network_def", "network"):
-        config.pop(key)
-    ordered: dict[str, Any] = {}
-    for key, value in config.items():
-        ordered[key] = value
-        if key == "red_normalization":
-            ordered.update(
-                {
-                    "predict_with": "$@model_info['branch']",
-                    "transformer": "$@model_info['transformer']",
-                    "transformer_embed_dim": "$@model_info['transformer_embed_dim']",
-                    "transformer_weights": None,
-                    "channels_last": False,
-                    "cnn": networks()["network_def"],
-                    "transformer_network": networks()["transformer_def"],
-                    "network_def": "$s4mi_monai.networks.select_prediction_network(@predict_with, @cnn, @transformer_network)",
-                    "network": "$@network_def.to(@torch_device)",
-                }
-            )
-    config = ordered
-    config["handlers"] = [
-        {
-            "_target_": "CheckpointLoader",
-            "_disabled_": f"$@predict_with == '{other}'",
-            "load_path": f"$s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')",
-            "load_dict": {"model": f"@{name}"},
-            "map_location": "@torch_device",
-        }
-        for branch, other, name in (("cnn", "transformer", "cnn"), ("transformer", "cnn", "transformer_network"))
-    ] + config["handlers"][1:]
-    config["initialize"] = [
-        "$s4mi_monai.bundle.configure_logging()",
-        *[
-            f"$s4mi_monai.bundle.require_model(s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')) "
-            f"if @predict_with in ('{branch}', 'mean') else None"
-            for branch in BRANCHES
+    output = supervised.inference_output(spec)
+    trained = networks()
+    return {
+        **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
+        **supervised.inference_head(spec, DEMO_NETWORKS),
+        "predict_with": "$@model_info['branch']",
+        "transformer": "$@model_info['transformer']",
+        "transformer_embed_dim": "$@model_info['transformer_embed_dim']",
+        "transformer_weights": None,
+        "channels_last": False,
+        "cnn": trained["network_def"],
+        "transformer_network": trained["transformer_def"],
+        "network_def": "$s4mi_monai.networks.select_prediction_network(@predict_with, @cnn, @transformer_network)",
+        "network": "$@network_def.to(@torch_device)",
+        **supervised.inference_data(spec),
+        "inferer": output["inferer"],
+        "postprocessing": output["postprocessing"],
+        "handlers": [
+            {
+                "_target_": "CheckpointLoader",
+                "_disabled_": f"$@predict_with == '{other}'",
+                "load_path": f"$s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')",
+                "load_dict": {"model": f"@{name}"},
+                "map_location": "@torch_device",
+            }
+            for branch, other, name in (("cnn", "transformer", "cnn"), ("transformer", "cnn", "transformer_network"))
+        ]
+        + output["writers"],
+        "evaluator": dict(supervised.INFERENCE_EVALUATOR),
+        "initialize": [
+            "$s4mi_monai.bundle.configure_logging()",
+            *[
+                f"$s4mi_monai.bundle.require_model(s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')) "
+                f"if @predict_with in ('{branch}', 'mean') else None"
+                for branch in BRANCHES
+            ],
         ],
-    ]
-    return config
+        "run": ["$@evaluator.run()"],
+        "inferring": "%run",
+    }

@@ -1,6 +1,6 @@
 """Configs of the self-supervised classification bundles (DINO, CASS): label-free pretraining, then fine-tuning.
 
-``train.json`` holds the supervised fine-tuning of :func:`s4mi_monai.bundle.generate.train_config` unchanged
+``train.json`` holds the supervised fine-tuning of :mod:`s4mi_monai.bundlegen.supervised` unchanged
 (CASS: once per network, in the sections ``finetune_cnn`` and ``finetune_vit``) plus an ``ssl`` section
 with the pretraining objects. Run ids: ``pretrain`` (pretraining only, writes the pretrained backbone),
 ``finetune`` (from ``--pretrained``), ``training`` / ``run`` (both, then the test report; a finished
@@ -9,39 +9,25 @@ pretraining is not repeated when a killed run is started again) and ``benchmark`
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from s4mi_monai.bundle import generate as g
+from s4mi_monai.bundlegen import parts, supervised
+from s4mi_monai.bundlegen.parts import ROOT, Scope
+from s4mi_monai.bundlegen.registry import BundleSpec
 
-PRETRAIN_IMPORTS = ["$import copy", "$import s4mi_monai.engines", "$import s4mi_monai.handlers", "$import s4mi_monai.networks"]
+PRETRAIN_IMPORTS = [
+    "$import copy",
+    "$import s4mi_monai.engines",
+    "$import s4mi_monai.handlers",
+    "$import s4mi_monai.networks",
+    "$import s4mi_monai.optim",
+]
 
-# Keys of the supervised train config that one fine-tuning owns (CASS keeps one set per network).
-FINETUNE_KEYS = (
-    "model_path",
-    "checkpoint_path",
-    "metrics_path",
-    "network_def",
-    "network",
-    "loss",
-    "optimizer",
-    "iterations_per_epoch",
-    "epochs",
-    "lr_scheduler",
-    "best_model",
-    "random_state",
-    "history",
-    "train",
-    "resume_objects",
-    "validate",
-    "test",
-    "settings",
-    "model_info",
-)
-BRANCH_LOCAL_REFERENCES = (*FINETUNE_KEYS, "output_dir", "backbone", "pretrained")
+CASS_BRANCHES = {"cnn": "@cnn_backbone", "vit": "@vit_backbone"}
+"""CASS's two networks, each fine-tuned in its own section ``finetune_<branch>``, and their backbone knobs."""
 
 
-def _pretraining_knobs(spec: g.BundleSpec) -> dict[str, Any]:
+def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
     """Official DINO defaults (methods.md 1.2.a) or the CASS notebook recipe (1.3); demo-sized without a datalist."""
     common = {
         "pretrain_epochs": "$3 if @demo else 100",
@@ -139,7 +125,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
         },
         "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
         "checkpoint_path": f"$os.path.join(@output_dir, '{checkpoint}')",
-        "run_handlers": g.run_handlers("@ssl#history", "@ssl#checkpoint_path", "@ssl#resume_objects"),
+        "run_handlers": parts.run_handlers("@ssl#history", "@ssl#checkpoint_path", "@ssl#resume_objects"),
         "resume_objects": {**resume_objects, "trainer": "@ssl#trainer", "history": "@ssl#history", "random_state": "@ssl#random_state"},
     }
 
@@ -147,7 +133,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
 def _monitoring(out_dim: str | None) -> list[dict[str, Any]]:
     return [
         {"_target_": "s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim},
-        *g.logging_handlers("$os.path.join(@output_dir, 'pretraining', 'runs')", "pretrain_loss", "$lambda output: output['loss']"),
+        *parts.logging_handlers("$os.path.join(@output_dir, 'pretraining', 'runs')", "pretrain_loss", "$lambda output: output['loss']"),
     ]
 
 
@@ -179,14 +165,14 @@ def _dino_section() -> dict[str, Any]:
         },
         "optimizer": {
             "_target_": "torch.optim.AdamW",
-            "params": "$s4mi_monai.handlers.param_groups_for_weight_decay(@ssl#student)",
+            "params": "$s4mi_monai.optim.param_groups_for_weight_decay(@ssl#student)",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
-        "lr_schedule": f"$s4mi_monai.handlers.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
-        "weight_decay_schedule": f"$s4mi_monai.handlers.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
-        "momentum_schedule": f"$s4mi_monai.handlers.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
-        "teacher_temp_schedule": f"$s4mi_monai.handlers.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
+        "lr_schedule": f"$s4mi_monai.optim.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
+        "weight_decay_schedule": f"$s4mi_monai.optim.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
+        "momentum_schedule": f"$s4mi_monai.optim.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
+        "teacher_temp_schedule": f"$s4mi_monai.optim.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
         "views": {
             "_target_": "s4mi_monai.transforms.MultiCropBatch",
             "preset": "@crop_preset",
@@ -324,30 +310,7 @@ def _cass_section() -> dict[str, Any]:
     }
 
 
-def _rename_references(value: Any, section: str) -> Any:
-    """Point the references of one fine-tuning's own objects (``@network``, ``@train#...``) into ``section``."""
-    pattern = re.compile(r"@(" + "|".join(BRANCH_LOCAL_REFERENCES) + r")(?![\w])")
-    if isinstance(value, str):
-        return pattern.sub(lambda match: f"@{section}#{match.group(1)}", value)
-    if isinstance(value, list):
-        return [_rename_references(item, section) for item in value]
-    if isinstance(value, dict):
-        return {key: _rename_references(item, section) for key, item in value.items()}
-    return value
-
-
-def _finetune_steps(prefix: str = "") -> list[str]:
-    """Load the pretrained backbone, then the supervised steps: train, select on validation, report on test."""
-    return [
-        f"$s4mi_monai.bundle.load_backbone(@{prefix}network, @{prefix}pretrained)",
-        f"$s4mi_monai.bundle.write_model_info(@{prefix}output_dir, @{prefix}model_info)",
-        f"$[handler.attach(@{prefix}train#trainer) for handler in @{prefix}train#run_handlers]",
-        f"$@{prefix}train#trainer.run()",
-        f"$s4mi_monai.bundle.report_test_metrics(@{prefix}test#evaluator, @{prefix}network, @{prefix}model_path, @{prefix}metrics_path, @{prefix}settings, @{prefix}best_model)",
-    ]
-
-
-def _pretraining_settings(spec: g.BundleSpec) -> dict[str, Any]:
+def _pretraining_settings(spec: BundleSpec) -> dict[str, Any]:
     names = ["pretrain_epochs", "pretrain_batch_size", "pretrain_image_size", "pretrain_lr"]
     if spec.method == "dino":
         names += ["crop_preset", "n_local_crops", "local_crop_size", "head_out_dim", "student_temp", "teacher_temp", "teacher_momentum"]
@@ -356,64 +319,68 @@ def _pretraining_settings(spec: g.BundleSpec) -> dict[str, Any]:
     return {name: f"@{name}" for name in names}
 
 
-def ssl_train_config(spec: g.BundleSpec) -> dict[str, Any]:
+def finetuning(spec: BundleSpec, scope: Scope = ROOT, branch: str | None = None) -> dict[str, Any]:
+    """One supervised fine-tuning of a pretrained backbone (its weights come from ``pretrained``, not ImageNet)."""
+    extra_settings: dict[str, Any] = {"pretraining": _pretraining_settings(spec)}
+    if branch:
+        extra_settings["branch"] = branch
+    return {
+        **parts.output_paths(scope),
+        **supervised.model_objects(spec, scope, pretrained_weights=None),
+        **supervised.training_objects(spec, scope, extra_settings),
+    }
+
+
+def finetune_section(spec: BundleSpec, branch: str) -> dict[str, Any]:
+    """CASS: the fine-tuning of one network, in its own section and output folder ``<output_dir>/<branch>``."""
+    return {
+        "output_dir": f"$os.path.join(@output_dir, '{branch}')",
+        "backbone": CASS_BRANCHES[branch],
+        "pretrained": f"@pretrained_{branch}",
+        **finetuning(spec, Scope(f"finetune_{branch}"), branch),
+    }
+
+
+def finetune_steps(scope: Scope = ROOT) -> list[str]:
+    """Load the pretrained backbone, then the supervised steps: train, select on validation, report on test."""
+    return [f"$s4mi_monai.bundle.load_backbone({scope.ref('network')}, {scope.ref('pretrained')})", *supervised.training_steps(scope)]
+
+
+def _pretrain(backbones: str, skip_if_done: bool) -> str:
+    """Pretrain, then write each ``(backbone, file)`` of ``backbones``; the ``run`` id skips a finished pretraining."""
+    skip = ", skip_if_done=True" if skip_if_done else ""
+    return f"$s4mi_monai.bundle.pretrain(@ssl#trainer, @ssl#run_handlers, [{backbones}]{skip})"
+
+
+def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
     """``train.json`` of a DINO or CASS bundle."""
-    supervised = g.train_config(spec)
-    supervised["imports"] = g.IMPORTS + PRETRAIN_IMPORTS
-    supervised["label_fraction"] = 0.1
-    supervised["network_def"]["pretrained_weights"] = None  # the fine-tuned backbone comes from pretraining
-    supervised["settings"]["pretraining"] = _pretraining_settings(spec)
-    for key in ("initialize", "run", "training"):
-        supervised.pop(key)
-    head = {key: supervised.pop(key) for key in list(supervised) if key not in FINETUNE_KEYS}
-    pretraining_knobs = _pretraining_knobs(spec)
-    if spec.method == "cass":
-        head.pop("backbone")  # each network has its own: cnn_backbone, vit_backbone
-    config = {**head, **pretraining_knobs}
-    config["ssl"] = _dino_section() if spec.method == "dino" else _cass_section()
-
-    if spec.method == "dino":
-        config.update(supervised)
-        pretrained_files = ["@pretrained"]
-        save = ["$s4mi_monai.bundle.save_backbone(@ssl#teacher.backbone, @pretrained)"]
-        finetune = _finetune_steps()
-        finetune_trainers = ["@train#trainer"]
-    else:
-        for branch, backbone in (("cnn", "@cnn_backbone"), ("vit", "@vit_backbone")):
-            section = {
-                "output_dir": f"$os.path.join(@output_dir, '{branch}')",
-                "backbone": backbone,
-                "pretrained": f"@pretrained_{branch}",
-                **_rename_references(supervised, f"finetune_{branch}"),
-            }
-            section["settings"]["branch"] = branch
-            config[f"finetune_{branch}"] = section
-        pretrained_files = ["@pretrained_cnn", "@pretrained_vit"]
-        save = [
-            "$s4mi_monai.bundle.save_backbone(@ssl#cnn.backbone, @pretrained_cnn)",
-            "$s4mi_monai.bundle.save_backbone(@ssl#vit.backbone, @pretrained_vit)",
-        ]
+    cass = spec.method == "cass"
+    config: dict[str, Any] = {
+        **parts.identity(spec, parts.IMPORTS + PRETRAIN_IMPORTS),
+        # CASS fine-tunes two networks, each with its own backbone knob (cnn_backbone, vit_backbone)
+        **parts.run_knobs(spec, label_fraction=0.1, network={"pretrained_weights": None} if cass else None),
+        **_pretraining_knobs(spec),
+        **parts.data_and_device(spec),
+        **supervised.transforms(spec),
+        "ssl": _cass_section() if cass else _dino_section(),
+    }
+    if cass:
+        config.update({f"finetune_{branch}": finetune_section(spec, branch) for branch in CASS_BRANCHES})
+        backbones = ", ".join(f"(@ssl#{branch}.backbone, @pretrained_{branch})" for branch in CASS_BRANCHES)
         finetune = [
-            *_finetune_steps("finetune_cnn#"),
-            *_finetune_steps("finetune_vit#"),
-            "$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, ['cnn', 'vit'])",
+            *[step for branch in CASS_BRANCHES for step in finetune_steps(Scope(f"finetune_{branch}"))],
+            f"$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(CASS_BRANCHES)})",
         ]
-        finetune_trainers = ["@finetune_cnn#train#trainer", "@finetune_vit#train#trainer"]
-
-    pretrain = [
-        "$[handler.attach(@ssl#trainer) for handler in @ssl#run_handlers]",
-        "$@ssl#trainer.run()",
-        *save,
-    ]
-    done = " and ".join(f"os.path.exists({file})" for file in pretrained_files)
+        finetune_trainers = [f"@finetune_{branch}#train#trainer" for branch in CASS_BRANCHES]
+    else:
+        config.update(finetuning(spec))
+        backbones = "(@ssl#teacher.backbone, @pretrained)"
+        finetune = finetune_steps()
+        finetune_trainers = ["@train#trainer"]
     config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
-    config["pretrain"] = pretrain
+    config["pretrain"] = [_pretrain(backbones, skip_if_done=False)]
     config["finetune"] = finetune
-    config["run"] = [
-        f"$s4mi_monai.bundle.log_skipped_pretraining({', '.join(pretrained_files)}) if {done} else "
-        f"[[handler.attach(@ssl#trainer) for handler in @ssl#run_handlers], @ssl#trainer.run(), {', '.join(step[1:] for step in save)}]",
-        *finetune,
-    ]
+    config["run"] = [_pretrain(backbones, skip_if_done=True), *finetune]
     config["training"] = "%run"
     config["benchmark"] = [
         "$s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",
@@ -445,3 +412,8 @@ LUCIDRAINS_PRESET = {
 student temperature 0.9, constant teacher temperature 0.04 and EMA 0.9, hidden width 256, two local crops at the global
 size seen by the student only, constant Adam 3e-4 without weight decay, no clipping or last-layer freezing. Kept from
 the official code: the weight-normalised last layer, per-image crop and colour draws (lucidrains draws once per batch)."""
+
+
+def ssl_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
+    """``evaluate.json``: the supervised evaluation; CASS scores ``model.pt`` or either network (``--branch cnn|vit``)."""
+    return supervised.evaluate_config(spec, branch_knob=spec.method == "cass")

@@ -6,7 +6,7 @@ produced them; regeneration keeps it.
 
 from __future__ import annotations
 
-from s4mi_monai.bundle.generate import BundleSpec
+from s4mi_monai.bundlegen.registry import BundleSpec
 
 RESULTS_START = "<!-- results: kept when the README is regenerated -->"
 RESULTS_END = "<!-- /results -->"
@@ -250,6 +250,27 @@ python -m monai.bundle run training --config_file {root}/configs/train.json --ba
     return steps
 
 
+GENERATOR_MODULES = {
+    "supervised": "s4mi_monai/bundlegen/supervised.py",
+    "self_supervised": "s4mi_monai/bundlegen/self_supervised.py",
+    "semi_supervised": "s4mi_monai/bundlegen/crossteach.py",
+}
+
+
+def _header(spec: BundleSpec) -> str:
+    """How to install what the configs call, and where they are generated from (so nobody edits them by hand)."""
+    module = GENERATOR_MODULES[spec.method_info.family]
+    return (
+        "> **Install first.** The configs call the `s4mi_monai` package: from the repository root, `make install` (or\n"
+        "> `pip install -r requirements.txt && pip install -e .`), then run the commands below from the repository root.\n"
+        ">\n"
+        "> **Generated files.** `configs/*.json`, `configs/logging.conf` and this README are written by `s4mi bundles` from\n"
+        f"> `{module}` (shared sections: `s4mi_monai/bundlegen/parts.py`; the list of bundles:\n"
+        "> `s4mi_monai/bundlegen/registry.py`). Change the generator and rerun `s4mi bundles`; edits to the files are\n"
+        "> overwritten, except the Results block below. Map of the method's code: [docs/methods_map.md](../../../docs/methods_map.md)."
+    )
+
+
 def readme(spec: BundleSpec, existing: str = "") -> str:
     """The README text for ``spec``, keeping the measured results of ``existing``."""
     name = spec.name
@@ -312,6 +333,8 @@ python -m monai.bundle run benchmark --config_file {root}/configs/train.json --d
         )
     )
     return f"""# {name}
+
+{_header(spec)}
 
 {spec.description}, on {spec.profile.title}. Part of [s4mi-monai](../../../README.md).
 
