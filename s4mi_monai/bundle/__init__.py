@@ -17,7 +17,7 @@ import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
 from s4mi_monai.data.datalist import load_datalist
-from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE
+from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE, write_samples
 
 logger = logging.getLogger("s4mi_monai")
 
@@ -179,8 +179,6 @@ def write_test_samples(evaluator: Any, path: Path) -> None:
 
     Rows are in the order of the evaluator's (unshuffled) test dataset, whose image names are stored with them.
     """
-    from s4mi_monai.metrics.samples import write_samples
-
     samples = getattr(evaluator.state, "s4mi_samples", {}).get("test_metric")
     if samples is None:
         return

@@ -31,6 +31,7 @@ import numpy as np
 from s4mi_monai.io import write_json
 from s4mi_monai.metrics.classification import classification_metrics
 from s4mi_monai.metrics.segmentation import metrics_from_counts
+from s4mi_monai.metrics.tables import lookup_value
 
 __all__ = ["SAMPLES_FILE", "PerImageRecords", "lookup_metric", "read_samples", "write_samples"]
 
@@ -41,11 +42,7 @@ ARRAYS = {"classification": ("probabilities", "targets"), "segmentation": ("coun
 
 def lookup_metric(metrics: Mapping[str, Any], dotted: str) -> float:
     """The number at ``dotted`` (``f1_macro``, ``recall_per_class.melanoma``) of a metrics dict; nan when absent or null."""
-    value: Any = metrics
-    for key in dotted.split("."):
-        if not isinstance(value, Mapping) or key not in value:
-            return math.nan
-        value = value[key]
+    value = lookup_value(metrics, dotted)
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
     return float(value)

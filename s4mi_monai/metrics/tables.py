@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLASSIFICATION_COLUMNS", "SEGMENTATION_COLUMNS", "metrics_table", "read_run_metrics"]
+__all__ = ["CLASSIFICATION_COLUMNS", "SEGMENTATION_COLUMNS", "lookup_value", "metrics_table", "read_run_metrics"]
 
 CLASSIFICATION_COLUMNS = ("f1_macro", "balanced_accuracy", "auc_macro", "reference_micro_recall_as_f1")
 SEGMENTATION_COLUMNS = ("iou_per_image_mean", "dice_per_image_mean", "iou_pooled")
@@ -40,7 +40,8 @@ def read_run_metrics(spec: str) -> tuple[str, dict[str, Any]]:
     return label, metrics
 
 
-def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+def lookup_value(values: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key (``recall_per_class.melanoma``) of a metrics dict, or None where there is none."""
     value: Any = values
     for key in dotted.split("."):
         if not isinstance(value, Mapping) or key not in value:
@@ -74,6 +75,6 @@ def metrics_table(runs: Sequence[str], columns: Sequence[str] = CLASSIFICATION_C
         label, metrics = read_run_metrics(spec)
         if split not in metrics:
             raise KeyError(f"run {label!r} has no {split!r} metrics (keys: {sorted(metrics)})")
-        cells = [_best_validation(metrics) if c == BEST_VALIDATION else _format(_lookup(metrics[split], c)) for c in columns]
+        cells = [_best_validation(metrics) if c == BEST_VALIDATION else _format(lookup_value(metrics[split], c)) for c in columns]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
