@@ -5,6 +5,7 @@ MONAI ``SupervisedTrainer``/``SupervisedEvaluator``, which calls their ``attach(
 """
 
 from s4mi_monai.handlers.checkpoint import BestModelSaver, TorchRandomState, TrainingCheckpoint
+from s4mi_monai.handlers.clustering import PiCIEClustering
 from s4mi_monai.handlers.history import EpochHistory, write_metrics_json
 from s4mi_monai.handlers.monitoring import CollapseMonitor
 from s4mi_monai.handlers.predictions import ProbabilityCSVWriter
@@ -16,6 +17,7 @@ __all__ = [
     "ScheduleHandler",
     "FreezeLastLayer",
     "EMATeacher",
+    "PiCIEClustering",
     "BestModelSaver",
     "EpochHistory",
     "ProbabilityCSVWriter",

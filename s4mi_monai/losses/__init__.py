@@ -3,6 +3,7 @@
 from s4mi_monai.losses.cass import cass_loss
 from s4mi_monai.losses.classification import LOSS_KINDS, ClassificationLoss, classification_loss, inverse_frequency_weights
 from s4mi_monai.losses.dino import DINOLoss
+from s4mi_monai.losses.picie import WEIGHTINGS, PiCIELoss, centroid_logits, cluster_weights, nearest_centroid_labels
 from s4mi_monai.losses.segmentation import CrossTeachingLoss, ssl4mis_dice_loss, supervised_segmentation_loss
 
 __all__ = [
@@ -11,6 +12,11 @@ __all__ = [
     "ssl4mis_dice_loss",
     "supervised_segmentation_loss",
     "DINOLoss",
+    "PiCIELoss",
+    "WEIGHTINGS",
+    "centroid_logits",
+    "cluster_weights",
+    "nearest_centroid_labels",
     "LOSS_KINDS",
     "ClassificationLoss",
     "classification_loss",

@@ -13,6 +13,7 @@ from s4mi_monai.transforms.color import (
 from s4mi_monai.transforms.intensity import NormalizeBatch, RedChannelNormalize, RedChannelNormalized
 from s4mi_monai.transforms.io import BinarizeMaskd, mask_reader, rgb_reader, to_gray, to_rgb
 from s4mi_monai.transforms.multicrop import MultiCropBatch, MultiCropd, RandResizedCrop, multi_crop_views, resized_crop, sample_crop_boxes
+from s4mi_monai.transforms.picie import PiCIEViews, ViewParameters
 from s4mi_monai.transforms.tiling import TileSlide, TileSlided, tile_array, tile_boxes
 from s4mi_monai.transforms.writers import SaveMaskAndOverlayd, overlay
 
@@ -24,6 +25,8 @@ __all__ = [
     "RandResizedCrop",
     "MultiCropd",
     "MultiCropBatch",
+    "PiCIEViews",
+    "ViewParameters",
     "RandColorJitter",
     "RandColorJitterd",
     "RandGaussianBlur",
