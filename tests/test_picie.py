@@ -283,3 +283,48 @@ def test_picie_trainer_clusters_then_trains_and_repeats_under_the_same_seed():
     assert trainer.state.metrics["kmeans_distance_view1"] >= 0
     again, _ = _picie_run()
     assert again == losses
+
+
+# --- the trained model as a segmentation network ----------------------------------------------------------------
+
+
+def _segmenter(n_clusters: int = 2, **kwargs) -> "PiCIESegmenter":
+    from s4mi_monai.networks import PiCIESegmenter
+
+    torch.manual_seed(0)
+    return PiCIESegmenter(PiCIENet("resnet18"), n_clusters=n_clusters, **kwargs)
+
+
+def test_segmenter_class_scores_argmax_is_the_matched_cluster_map():
+    segmenter = _segmenter(n_clusters=3).eval()
+    segmenter.set_clusters(F.normalize(torch.randn(3, 128), dim=1), [1, 0, -1])  # cluster 2 unmatched: background
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        clusters = segmenter.cluster_scores(images).argmax(dim=1)
+        classes = segmenter(images)
+    assert classes.shape == (2, 2, 32, 32)
+    expected = torch.tensor([1, 0, 0])[clusters]
+    assert torch.equal(classes.argmax(dim=1), expected)
+    segmenter.return_clusters = True
+    assert torch.equal(segmenter(images).argmax(dim=1), clusters)
+    restored = _segmenter(n_clusters=3)
+    restored.load_state_dict(segmenter.state_dict())  # centroids and matching travel in model.pt
+    assert torch.equal(restored.cluster_to_class, torch.tensor([1, 0, 0]))
+
+
+def test_final_clustering_and_matching_recover_a_swapped_cluster_order():
+    from s4mi_monai.engines import fit_final_centroids, match_clusters
+
+    segmenter = _segmenter(n_clusters=2)
+    images = torch.rand(4, 3, 32, 32)
+    batches = [{"image": images[:2]}, {"image": images[2:]}]
+    centroids = fit_final_centroids(segmenter, batches, init_batches=1, n_iter=5, seed=0)
+    assert centroids.shape == (2, 128) and torch.equal(segmenter.centroids, centroids)
+    with torch.no_grad():
+        clusters = segmenter.cluster_scores(images).argmax(dim=1)
+    masks = (1 - clusters).unsqueeze(1)  # ground truth = the clusters with their numbers swapped
+    labeled = [{"image": images[:2], "label": masks[:2]}, {"image": images[2:], "label": masks[2:]}]
+    mapping, scores = match_clusters(segmenter, labeled)
+    assert mapping == {0: 1, 1: 0} and scores["pixel_accuracy"] == 1.0 and scores["miou"] == 1.0
+    with torch.no_grad():
+        assert torch.equal(segmenter(images).argmax(dim=1, keepdim=True), masks)

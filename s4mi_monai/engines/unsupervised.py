@@ -18,17 +18,22 @@ the epoch's clustering.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
+from s4mi_monai.clustering import MiniBatchKMeans
 from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.losses.picie import PiCIELoss
+from s4mi_monai.metrics.clustering import cluster_mapping, clustering_scores, confusion_histogram
+from s4mi_monai.networks.picie import PiCIESegmenter
 from s4mi_monai.transforms.picie import PiCIEViews
 
-__all__ = ["PiCIETrainer"]
+__all__ = ["PiCIETrainer", "fit_final_centroids", "match_clusters"]
 
 INDEX_KEY = "index"
 
@@ -83,3 +88,69 @@ class PiCIETrainer(CustomIterationTrainer):
         engine.state.output = {name: value.detach() for name, value in terms.items()}
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _images(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    images = batch[CommonKeys.IMAGE]
+    images = images.as_tensor() if hasattr(images, "as_tensor") else images
+    return images.to(device).float()
+
+
+@torch.no_grad()
+def fit_final_centroids(
+    segmenter: PiCIESegmenter,
+    loader: Iterable[dict[str, Any]],
+    init_batches: int = 20,
+    n_iter: int = 20,
+    seed: int = 0,
+) -> torch.Tensor:
+    """PiCIE's final clustering, from scratch and without labels: k-means of every pixel embedding of ``loader``.
+
+    The images are un-augmented and prepared as at evaluation ([0, 1], gray if the segmenter takes gray); the
+    centroids (K, D) are computed on the segmenter's device and installed in it (cluster ``k`` keeps class ``k``
+    until :func:`match_clusters`)."""
+    device = segmenter.centroids.device
+    n_clusters = segmenter.centroids.shape[0]
+    kmeans = MiniBatchKMeans(n_clusters, init_batches, n_iter, generator=torch.Generator().manual_seed(seed))
+    segmenter.eval()
+    for batch in loader:
+        images = _images(batch, device)
+        if segmenter.grayscale_input:
+            images = (0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]).expand(-1, 3, -1, -1)
+        embeddings = segmenter.network(images).float()
+        kmeans.partial_fit(embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1]))
+    kmeans.finish()
+    segmenter.set_clusters(kmeans.centroids.to(device), list(range(n_clusters)))
+    return kmeans.centroids
+
+
+@torch.no_grad()
+def match_clusters(
+    segmenter: PiCIESegmenter, loader: Iterable[dict[str, Any]], method: str = "hungarian"
+) -> tuple[dict[int, int], dict[str, Any]]:
+    """Match the segmenter's clusters to the classes of ``loader``'s masks over the whole split, then install the match.
+
+    Each pixel's cluster is the argmax of the upsampled centroid scores; the (classes x clusters) histogram of the
+    split gives the matching (``"hungarian"``: one-to-one, the reference; ``"majority"``: each cluster to its
+    majority class, for K > 2) and the reference's scores: pixel accuracy, IoU per class and their mean (background
+    included). Returns ``({cluster: class}, scores)``; the scores hold the histograms as lists."""
+    device = segmenter.centroids.device
+    n_clusters = segmenter.centroids.shape[0]
+    segmenter.eval()
+    histogram = np.zeros((segmenter.n_classes, n_clusters), dtype=np.int64)
+    for batch in loader:
+        clusters = segmenter.cluster_scores(_images(batch, device)).argmax(dim=1)
+        labels = batch[CommonKeys.LABEL]
+        labels = labels.as_tensor() if hasattr(labels, "as_tensor") else labels
+        histogram += confusion_histogram(list(clusters.cpu()), list(labels[:, 0].long().cpu()), n_clusters, segmenter.n_classes)
+    mapping = cluster_mapping(histogram, method)
+    scores = clustering_scores(histogram, mapping)
+    segmenter.set_clusters(segmenter.centroids, [mapping[k] for k in range(n_clusters)])
+    return mapping, {
+        "matching": method,
+        "cluster_to_class": {str(k): mapping[k] for k in range(n_clusters)},
+        "pixel_accuracy": scores["pixel_accuracy"],
+        "iou_per_class": scores["iou_per_class"],
+        "miou": scores["miou"],
+        "cluster_histogram": histogram.tolist(),
+    }

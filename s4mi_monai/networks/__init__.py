@@ -6,7 +6,7 @@ from __future__ import annotations
 from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
 from .ensemble import PREDICTION_CHOICES, SoftmaxEnsemble, select_prediction_network
 from .heads import DINOHead, MultiCropWrapper, ProjectionHead
-from .picie import PICIE_ENCODERS, FPNDecoder, PiCIENet
+from .picie import PICIE_ENCODERS, FPNDecoder, PiCIENet, PiCIESegmenter
 from .segmentation import SEGMENTATION_ARCHITECTURES, build_segmentation_network, check_segmentation_architecture
 from .swin_unet import SwinUNet, build_segmentation_transformer, check_transformer_image_size, swin_official_to_swin_unet
 from .unet import ResNetUNet, SSL4MISUNet
@@ -19,6 +19,7 @@ __all__ = [
     "FPNDecoder",
     "PICIE_ENCODERS",
     "PiCIENet",
+    "PiCIESegmenter",
     "BACKBONES",
     "Classifier",
     "LoadReport",

@@ -19,7 +19,7 @@ from torch import nn
 from .classifiers import ResNetBackbone
 from .weights import LoadReport, load_pretrained
 
-__all__ = ["PICIE_ENCODERS", "FPNDecoder", "PiCIENet"]
+__all__ = ["PICIE_ENCODERS", "FPNDecoder", "PiCIENet", "PiCIESegmenter"]
 
 PICIE_ENCODERS = ("resnet18", "resnet34")
 
@@ -77,3 +77,64 @@ class PiCIENet(nn.Module):
         so ``unet.load_state_dict(picie.encoder_state_dict(), strict=False)`` (or ``load_pretrained`` on a saved copy)
         starts a supervised U-Net from the PiCIE encoder."""
         return {f"encoder.{name}": tensor for name, tensor in self.encoder.state_dict().items()}
+
+
+class PiCIESegmenter(nn.Module):
+    """A trained :class:`PiCIENet` with its final centroids and cluster-to-class matching: a segmentation network.
+
+    ``forward`` embeds the image, scores each pixel against the K centroids with the inner product ``⟨z, μ_k⟩``
+    (the reference's frozen 1x1 classifier), upsamples the scores bilinearly to the input size and returns
+
+    - ``output="classes"`` (default): (B, n_classes, H, W) class scores, the best score of the clusters matched
+      to each class, so that ``argmax`` is the matched mask and the shared segmentation evaluator, MONAI's
+      postprocessing and inference work as for any segmentation network. Clusters left unmatched (Hungarian
+      matching with K > n_classes) count as background (class 0);
+    - ``output="clusters"``: (B, K, H, W) cluster scores, whose ``argmax`` is the cluster map.
+
+    ``grayscale_input`` turns RGB inputs into 3-channel gray first, as the network saw them in training. The
+    centroids and the matching are buffers, so ``model.pt`` holds everything inference needs and no labels.
+    """
+
+    def __init__(
+        self,
+        network: PiCIENet,
+        n_clusters: int = 2,
+        n_classes: int = 2,
+        output: str = "classes",
+        grayscale_input: bool = False,
+    ) -> None:
+        super().__init__()
+        if output not in ("classes", "clusters"):
+            raise ValueError(f"output must be 'classes' or 'clusters', got {output!r}")
+        self.network = network
+        self.register_buffer("centroids", torch.zeros(n_clusters, network.embed_dim))
+        self.register_buffer("cluster_to_class", torch.arange(n_clusters) % n_classes)
+        self.n_classes = n_classes
+        self.return_clusters = output == "clusters"
+        self.grayscale_input = grayscale_input
+
+    def set_clusters(self, centroids: torch.Tensor, cluster_to_class: list[int]) -> None:
+        """Install the final centroids (K, D) and the class of each cluster (-1: unmatched, predicted background)."""
+        if centroids.shape != self.centroids.shape:
+            raise ValueError(f"expected centroids of shape {tuple(self.centroids.shape)}, got {tuple(centroids.shape)}")
+        self.centroids.copy_(centroids)
+        self.cluster_to_class.copy_(torch.tensor([max(int(c), 0) for c in cluster_to_class]))
+
+    def cluster_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W) inner products of the pixel embeddings with the centroids, at the input's size."""
+        if self.grayscale_input:
+            gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+            x = gray.expand(-1, 3, -1, -1)
+        embeddings = self.network(x)
+        scores = torch.einsum("bdhw,kd->bkhw", embeddings.float(), self.centroids.float())
+        return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.cluster_scores(x)
+        if self.return_clusters:
+            return scores
+        shape = (scores.shape[0], self.n_classes, scores.shape[2], scores.shape[3])
+        floor = scores.detach().amin() - 1.0
+        classes = torch.full(shape, 0.0, dtype=scores.dtype, device=scores.device) + floor
+        index = self.cluster_to_class.view(1, -1, 1, 1).expand_as(scores)
+        return classes.scatter_reduce(1, index, scores, reduce="amax", include_self=True)
