@@ -328,3 +328,18 @@ def test_final_clustering_and_matching_recover_a_swapped_cluster_order():
     assert mapping == {0: 1, 1: 0} and scores["pixel_accuracy"] == 1.0 and scores["miou"] == 1.0
     with torch.no_grad():
         assert torch.equal(segmenter(images).argmax(dim=1, keepdim=True), masks)
+
+
+def test_cluster_map_writer_saves_the_clusters_and_hands_on_the_matched_mask(tmp_path):
+    from monai.data import MetaTensor
+    from PIL import Image
+
+    from s4mi_monai.transforms import SaveClusterMapd
+
+    Image.fromarray(np.zeros((4, 6, 3), dtype=np.uint8)).save(tmp_path / "new.png")
+    clusters = MetaTensor(torch.tensor([[0, 1, 2, 2, 1, 0]] * 4).T.unsqueeze(0), meta={"filename_or_obj": str(tmp_path / "new.png")})
+    out = SaveClusterMapd("pred", str(tmp_path / "out"), {"0": 1, "1": 0, "2": -1})({"pred": clusters})["pred"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"].endswith("new.png")
+    assert torch.equal(out.as_tensor(), torch.tensor([[1, 0, 0, 0, 0, 1]] * 4).T.unsqueeze(0))
+    saved = np.asarray(Image.open(tmp_path / "out" / "new_clusters.png"))
+    assert saved.shape == (4, 6) and sorted(np.unique(saved)) == [0, 127, 254]

@@ -126,14 +126,15 @@ def fit_final_centroids(
 
 @torch.no_grad()
 def match_clusters(
-    segmenter: PiCIESegmenter, loader: Iterable[dict[str, Any]], method: str = "hungarian"
+    segmenter: PiCIESegmenter, loader: Iterable[dict[str, Any]], method: str = "hungarian", mapping: dict[int, int] | None = None
 ) -> tuple[dict[int, int], dict[str, Any]]:
     """Match the segmenter's clusters to the classes of ``loader``'s masks over the whole split, then install the match.
 
     Each pixel's cluster is the argmax of the upsampled centroid scores; the (classes x clusters) histogram of the
     split gives the matching (``"hungarian"``: one-to-one, the reference; ``"majority"``: each cluster to its
     majority class, for K > 2) and the reference's scores: pixel accuracy, IoU per class and their mean (background
-    included). Returns ``({cluster: class}, scores)``; the scores hold the histograms as lists."""
+    included). A given ``mapping`` (the one saved with a model) is scored instead of a new one. Returns
+    ``({cluster: class}, scores)``; the scores hold the histogram as lists."""
     device = segmenter.centroids.device
     n_clusters = segmenter.centroids.shape[0]
     segmenter.eval()
@@ -143,7 +144,8 @@ def match_clusters(
         labels = batch[CommonKeys.LABEL]
         labels = labels.as_tensor() if hasattr(labels, "as_tensor") else labels
         histogram += confusion_histogram(list(clusters.cpu()), list(labels[:, 0].long().cpu()), n_clusters, segmenter.n_classes)
-    mapping = cluster_mapping(histogram, method)
+    if mapping is None:
+        mapping = cluster_mapping(histogram, method)
     scores = clustering_scores(histogram, mapping)
     segmenter.set_clusters(segmenter.centroids, [mapping[k] for k in range(n_clusters)])
     return mapping, {

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from PIL import Image
 
@@ -57,4 +58,41 @@ class SaveMaskAndOverlayd(MapTransform):
                 raise ValueError(f"prediction for {source} has shape {labels.shape}, the image {rgb.shape[:2]}")
             _atomic_save(Image.fromarray((labels > 0).astype(np.uint8) * 255), self.output_dir / f"{source.stem}_mask.png")
             _atomic_save(Image.fromarray(overlay(rgb, labels)), self.output_dir / f"{source.stem}_overlay.png")
+        return d
+
+
+class SaveClusterMapd(MapTransform):
+    """Save ``<stem>_clusters.png`` for each predicted cluster map, then turn the map into the matched class map.
+
+    For an unsupervised segmentation (PiCIE): ``cluster_to_class`` is the matching learned at evaluation and saved
+    with the model (``model_info.json``), so no labels are needed here; clusters it leaves unmatched (-1) become
+    background. The PNG holds the cluster numbers spread over 0-255 so they can be told apart by eye. The map must be
+    at the input image's size (``Invertd`` first); follow with :class:`SaveMaskAndOverlayd` for the mask.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        cluster_to_class: Mapping[str | int, int],
+        source_key: str = "image",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.source_key = source_key
+        table = {int(cluster): max(int(cls), 0) for cluster, cls in cluster_to_class.items()}
+        self.table = torch.tensor([table[k] for k in range(len(table))])
+        self.step = 255 // max(len(table) - 1, 1)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for key in self.key_iterator(d):
+            source = Path(d[key].meta.get("filename_or_obj") or d[self.source_key].meta["filename_or_obj"])
+            clusters = torch.as_tensor(d[key]).long()
+            picture = np.asarray(clusters.detach().cpu()).squeeze(0).T.astype(np.uint8) * self.step
+            _atomic_save(Image.fromarray(picture), self.output_dir / f"{source.stem}_clusters.png")
+            classes = self.table.to(clusters.device)[clusters]
+            d[key] = MetaTensor(classes, meta=d[key].meta) if isinstance(d[key], MetaTensor) else classes
         return d
