@@ -18,6 +18,8 @@ the epoch's clustering.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,7 +35,7 @@ from s4mi_monai.metrics.clustering import cluster_mapping, clustering_scores, co
 from s4mi_monai.networks.picie import PiCIESegmenter
 from s4mi_monai.transforms.picie import PiCIEViews
 
-__all__ = ["PiCIETrainer", "fit_final_centroids", "match_clusters"]
+__all__ = ["PiCIETrainer", "benchmark_clustering", "fit_final_centroids", "match_clusters"]
 
 INDEX_KEY = "index"
 
@@ -156,3 +158,29 @@ def match_clusters(
         "miou": scores["miou"],
         "cluster_histogram": histogram.tolist(),
     }
+
+
+def benchmark_clustering(trainer: PiCIETrainer, clustering: Any) -> dict[str, Any]:
+    """Time one clustering pass of ``clustering`` (a :class:`s4mi_monai.handlers.PiCIEClustering`) over the trainer's
+    data; print and return pixels per second. The centroids stay in ``trainer.state``, so
+    :func:`s4mi_monai.engines.benchmark` can time the training steps next."""
+    device = torch.device(trainer.state.device)
+    trainer.state.epoch = 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    clustering(trainer)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    pixels = trainer.state.metrics["clustered_pixels"]
+    result = {
+        "stage": "clustering",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "pixels": pixels,
+        "seconds": seconds,
+        "pixels_per_second": pixels / seconds,
+        "images_per_second": 2 * len(trainer.data_loader.dataset) / seconds,
+    }
+    print(json.dumps(result), flush=True)
+    return result

@@ -39,7 +39,7 @@ class PiCIEClustering:
       during the pass (the reference recounts them in a further pass with the final centroids; the two differ
       only by the pixels assigned while the centroids still moved);
     - ``metrics["kmeans_distance_view1"]``/``["kmeans_distance_view2"]``: mean squared distance of a pixel to its
-      centroid (the reference's k-means loss).
+      centroid (the reference's k-means loss); ``metrics["clustered_pixels"]``: the pixels clustered, both views.
 
     The k-means draws are seeded by (``seed``, epoch), so a resumed run clusters as the uninterrupted one. The
     initial batches' embeddings stay on the device until the initial k-means: ``init_batches · B · h · w · D · 4``
@@ -72,6 +72,7 @@ class PiCIEClustering:
         engine.state.cluster_frequencies = tuple(kmeans.counts / kmeans.counts.sum() for kmeans in views)
         for number, kmeans in enumerate(views, start=1):
             engine.state.metrics[f"kmeans_distance_view{number}"] = kmeans.mean_squared_distance
+        engine.state.metrics["clustered_pixels"] = int(sum(kmeans.counts.sum().item() for kmeans in views))
 
     @torch.no_grad()
     def cluster(self, engine: PiCIETrainer) -> tuple[MiniBatchKMeans, MiniBatchKMeans]:
