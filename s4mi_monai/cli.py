@@ -75,8 +75,12 @@ class Prepare:
         tile_output_size: int = 224,
         tiles_dir: str | None = None,
         pad_value: int = 0,
+        red_normalization: bool = False,
     ) -> str:
-        """Any dataset described by a CSV (images, masks, labels, patients); optional slide tiling."""
+        """Any dataset described by a CSV (images, masks, labels, patients); optional slide tiling.
+
+        ``--red_normalization`` records in the datalist that bundles normalise these images by their red channel.
+        """
         datalist = prepare_csv(
             csv,
             root=root,
@@ -96,6 +100,7 @@ class Prepare:
             tiles_dir=tiles_dir,
             pad_value=pad_value,
             label_fractions=_fractions(fractions),
+            red_normalization=red_normalization,
         )
         return _summary(datalist, save_datalist(datalist, out))
 

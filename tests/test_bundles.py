@@ -63,11 +63,33 @@ def test_cass_fine_tunings_differ_only_in_their_branch():
     """The two fine-tuning sections of CASS are one builder applied to two branches."""
     train = json.loads((REPO / "bundles" / "cass_isic" / "configs" / "train.json").read_text())
     sections, pretraining = {}, train["finetune_cnn"]["settings"]["pretraining"]
-    for branch in ("cnn", "vit"):
+    for branch in ("cnn", "transformer"):
         section = train[f"finetune_{branch}"]
         assert section["settings"].pop("pretraining") == pretraining
         sections[branch] = json.dumps(section).replace(branch, "BRANCH")
-    assert sections["cnn"] == sections["vit"]
+    assert sections["cnn"] == sections["transformer"]
+
+
+@pytest.mark.parametrize("method", sorted({spec.method for spec in BUNDLES.values()}))
+def test_a_methods_bundles_differ_only_in_their_name_and_demo_datalist(method: str):
+    """Dataset facts (challenge score, red-channel normalisation) come from the datalist, not from the config."""
+    trains = {}
+    for name, spec in BUNDLES.items():
+        if spec.method == method:
+            train = json.loads((REPO / "bundles" / name / "configs" / "train.json").read_text())
+            assert train.pop("bundle_name") == name and train.pop("demo_datalist") == spec.profile.demo_datalist
+            trains[name] = train
+    first, *others = trains.values()
+    assert len(trains) == 3 and all(other == first for other in others)
+
+
+def test_compact_json_keeps_the_content_and_puts_short_flat_values_on_one_line():
+    from s4mi_monai.bundlegen.write import _json
+
+    config = {"keys": ["image", "label"], "nested": {"a": [1, {"b": 2}], "long": ["x" * 60, "y" * 60]}, "empty": []}
+    text = _json(config)
+    assert json.loads(text) == config
+    assert '"keys": ["image", "label"],' in text and '"b": 2' in text and text.count("\n") == 14
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
@@ -80,8 +102,8 @@ def test_bundle_parses_verifies_and_matches_metadata(name: str):
     spec = BUNDLES[name]
     train = ConfigWorkflow(config_file=str(configs / "train.json"), meta_file=meta, logging_file=False, workflow_type="train")
     train.initialize()
-    if spec.method == "cass":  # one fine-tuning per network: the MONAI train properties live in finetune_cnn / finetune_vit
-        for branch in ("cnn", "vit"):
+    if spec.method == "cass":  # one fine-tuning per network: the MONAI train properties live in finetune_<branch>
+        for branch in ("cnn", "transformer"):
             assert train.parser.get_parsed_content(f"finetune_{branch}#train#dataset") is not None
     else:
         assert train.check_properties() == []
@@ -204,15 +226,17 @@ def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
     assert metrics["settings"]["label_fraction"] == 0.1 and metrics["settings"]["pretraining"]["pretrain_epochs"] == 3
     history = json.loads((out / "pretraining" / "history.json").read_text())["epochs"]
     assert len(history) == 3 and all(0 <= epoch["training"]["embedding_collapse"] <= 1 for epoch in history)
-    pretrained = ["pretrained_backbone.pt"] if name == "dino_isic" else ["pretrained_cnn.pt", "pretrained_vit.pt"]
+    pretrained = (
+        ["pretrained_backbone.pt"] if name == "dino_isic" else ["pretrained_cnn_backbone.pt", "pretrained_transformer_backbone.pt"]
+    )
     for file_name in pretrained:
         assert torch.load(out / file_name, weights_only=True), file_name
     if name == "dino_isic":
         assert all(epoch["training"]["teacher_entropy"] > 0 for epoch in history)
     else:
-        assert set(metrics["branches"]) == {"cnn", "vit"} and metrics["settings"]["reported_branch"] == "cnn"
+        assert set(metrics["branches"]) == {"cnn", "transformer"} and metrics["settings"]["reported_branch"] == "cnn"
         assert metrics["test"] == metrics["branches"]["cnn"]["test"]
-        assert "vit" in json.loads((out / "vit" / "model_info.json").read_text())["backbone"]
+        assert "vit" in json.loads((out / "transformer" / "model_info.json").read_text())["backbone"]
     assert metrics["test"]["f1_macro"] > 0.3, metrics["test"]
     with open(predictions / "predictions.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
@@ -340,7 +364,7 @@ def test_epochs_for_iterations():
         ("supervised_cls_isic", ""),
         ("supervised_seg_isic", ""),
         ("dino_isic", ""),
-        ("cass_isic", "finetune_vit#"),
+        ("cass_isic", "finetune_transformer#"),
         ("crossteach_seg_isic", ""),
     ],
 )

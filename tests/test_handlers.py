@@ -23,9 +23,8 @@ from s4mi_monai.handlers import (
     EpochHistory,
     ProbabilityCSVWriter,
     TrainingCheckpoint,
-    write_metrics_json,
 )
-from s4mi_monai.io import atomic_torch_save
+from s4mi_monai.io import atomic_torch_save, write_json
 
 BATCH_SIZE = 4
 TRAIN_SIZE = 16
@@ -96,10 +95,12 @@ def test_crash_during_save_keeps_previous_file(tmp_path: Path, monkeypatch):
 
 def test_metrics_json_is_strict_json_with_plain_numbers(tmp_path: Path):
     path = tmp_path / "metrics.json"
-    write_metrics_json(
+    write_json(
         path,
-        test={"auc": np.float32(0.5), "f1": math.nan, "count": torch.tensor(7), "per_class": np.array([0.25, np.inf])},
-        settings={"seed": np.int64(3), "names": ("a", "b")},
+        {
+            "test": {"auc": np.float32(0.5), "f1": math.nan, "count": torch.tensor(7), "per_class": np.array([0.25, np.inf])},
+            "settings": {"seed": np.int64(3), "names": ("a", "b")},
+        },
     )
     text = path.read_text()
     assert text.startswith('{\n  "test": {\n    "auc": 0.5,')

@@ -91,7 +91,22 @@ def test_csv_single_label_with_split_column(tmp_path: Path):
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
     datalist = prepare_csv(tmp_path / "data.csv")
     assert datalist["classes"] == ["cat", "dog"]
+    assert (datalist["challenge"], datalist["red_normalization"]) == (None, False)
+    assert prepare_csv(tmp_path / "data.csv", red_normalization=True)["red_normalization"] is True
     assert [len(datalist[s]) for s in SPLITS] == [4, 4, 4]
+
+
+def test_datalists_carry_their_dataset_facts(isic_root: Path, dermofit_root: Path, tmp_path: Path):
+    isic, dermofit = prepare_isic2017(isic_root), prepare_dermofit(dermofit_root)
+    assert (isic["challenge"], isic["red_normalization"]) == ("isic2017", False)
+    assert (dermofit["challenge"], dermofit["red_normalization"]) == (None, True)
+    # a datalist written before the facts were recorded gets them from its dataset's name; other names get none
+    for name, facts in (("isic2017", ("isic2017", False)), ("dermofit", (None, True)), ("my_cohort", (None, False))):
+        old = {key: value for key, value in {**isic, "name": name}.items() if key not in ("challenge", "red_normalization")}
+        loaded = load_datalist(save_datalist(old, tmp_path / f"{name}.json"))
+        assert (loaded["challenge"], loaded["red_normalization"]) == facts, name
+    explicit = load_datalist(save_datalist({**isic, "name": "dermofit", "red_normalization": False}, tmp_path / "explicit.json"))
+    assert explicit["red_normalization"] is False, "a fact the datalist states is kept"
 
 
 def test_same_seed_same_datalist_other_seed_different(dermofit_root: Path):
@@ -138,7 +153,7 @@ def test_committed_demo_datalists_are_what_demo_data_produces(tmp_path: Path):
     repo = Path(__file__).resolve().parents[1]
     for name, file_name in DEMO_DATALISTS.items():
         fresh, committed = (json.loads(p.read_text()) for p in (written[name], repo / "datalists" / file_name))
-        for key in ("classes", "multi_label", *SPLITS, "label_fractions"):
+        for key in ("classes", "multi_label", "challenge", "red_normalization", *SPLITS, "label_fractions"):
             assert fresh[key] == committed[key], f"{file_name}: {key} differs; rerun `s4mi demo-data`"
         assert not Path(committed["dataset_dir"]).is_absolute()
 

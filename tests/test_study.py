@@ -54,10 +54,10 @@ def test_format_override_reads_back_as_python_fire_parses_it():
 
 
 def test_pretrained_outputs_are_read_from_the_bundle():
-    assert pretrained_outputs(REPO / "bundles/dino_isic/configs/train.json") == {"pretrained": "pretrained_backbone.pt"}
+    assert pretrained_outputs(REPO / "bundles/dino_isic/configs/train.json") == {"pretrained_backbone": "pretrained_backbone.pt"}
     assert pretrained_outputs(REPO / "bundles/cass_isic/configs/train.json") == {
-        "pretrained_cnn": "pretrained_cnn.pt",
-        "pretrained_vit": "pretrained_vit.pt",
+        "pretrained_cnn_backbone": "pretrained_cnn_backbone.pt",
+        "pretrained_transformer_backbone": "pretrained_transformer_backbone.pt",
     }
     assert pretrained_outputs(REPO / "bundles/supervised_cls_isic/configs/train.json") == {}
 
@@ -81,7 +81,10 @@ def test_grid_expansion_ids_folders_and_commands(tmp_path):
     assert [run.id for run in expand_runs(load_spec(write_spec(tmp_path)), tmp_path / "out")] == ids  # stable
     by_id = {run.id: run for run in runs}
     pretrain, finetune = by_id["cass/pretrain-s1"], by_id["cass/f0.1-s1"]
-    assert pretrain.is_pretraining and pretrain.fraction is None and pretrain.done_files == ("pretrained_cnn.pt", "pretrained_vit.pt")
+    assert pretrain.is_pretraining and pretrain.fraction is None and pretrain.done_files == (
+        "pretrained_cnn_backbone.pt",
+        "pretrained_transformer_backbone.pt",
+    )
     assert Path(pretrain.output_dir) == tmp_path / "out" / "pretrain" / "cass" / "s1"
     assert Path(finetune.output_dir) == tmp_path / "out" / "runs" / "cass" / "f0.1-s1"
     assert finetune.after == "cass/pretrain-s1"
@@ -91,11 +94,11 @@ def test_grid_expansion_ids_folders_and_commands(tmp_path):
     assert flags["--config_file"] == "bundles/cass_isic/configs/train.json" or flags["--config_file"].endswith("bundles/cass_isic/configs/train.json")
     assert flags["--label_fraction"] == "0.1" and flags["--seed"] == "1" and flags["--demo"] == "True"
     assert flags["--pretrain_epochs"] == "1" and flags["--max_epochs"] == "1"
-    assert flags["--pretrained_cnn"] == str(Path(pretrain.output_dir) / "pretrained_cnn.pt")
+    assert flags["--pretrained_cnn_backbone"] == str(Path(pretrain.output_dir) / "pretrained_cnn_backbone.pt")
     pretrain_flags = dict(zip(shlex.split(pretrain.command)[5::2], shlex.split(pretrain.command)[6::2]))
     assert "--label_fraction" not in pretrain_flags and shlex.split(pretrain.command)[4] == "pretrain"
     supervised = shlex.split(by_id["supervised/f1.0-s0"].command)
-    assert supervised[4] == "training" and "--pretrained_cnn" not in supervised
+    assert supervised[4] == "training" and "--pretrained_cnn_backbone" not in supervised
 
 
 def test_yaml_spec_and_per_method_fractions(tmp_path):

@@ -14,7 +14,7 @@ DATALIST=$OUT/isic2017.json
 COMMON=(--datalist "$DATALIST" --seed 0 --image_size 64 --max_epochs 15 --batch_size 32 --num_workers 2)
 DINO=(--backbone resnet18 --pretrain_epochs 20 --pretrain_batch_size 64 --n_local_crops 4
       --head_out_dim 4096 --head_hidden_dim 1024)
-CASS=(--cnn_backbone resnet18 --vit_backbone vit_ti16 --pretrain_epochs 20 --pretrain_batch_size 32)
+CASS=(--cnn_backbone resnet18 --transformer_backbone vit_ti16 --pretrain_epochs 20 --pretrain_batch_size 32)
 bundle() { python -m monai.bundle run "$1" --config_file "bundles/$2/configs/train.json" "${@:3}"; }
 done_in() { [ -f "$1/metrics.json" ] && echo "skip $1 (done)"; }
 
@@ -27,10 +27,10 @@ done
 # Pretraining once per method (inside the 10 % run), then fine-tuning the same backbones on 100 %.
 done_in "$OUT/dino_10" || bundle training dino_isic "${COMMON[@]}" "${DINO[@]}" --label_fraction 0.1 --output_dir "$OUT/dino_10"
 done_in "$OUT/dino_100" || bundle finetune dino_isic "${COMMON[@]}" "${DINO[@]}" --label_fraction 1.0 \
-  --pretrained "$OUT/dino_10/pretrained_backbone.pt" --output_dir "$OUT/dino_100"
+  --pretrained_backbone "$OUT/dino_10/pretrained_backbone.pt" --output_dir "$OUT/dino_100"
 done_in "$OUT/cass_10" || bundle training cass_isic "${COMMON[@]}" "${CASS[@]}" --label_fraction 0.1 --output_dir "$OUT/cass_10"
 done_in "$OUT/cass_100" || bundle finetune cass_isic "${COMMON[@]}" "${CASS[@]}" --label_fraction 1.0 \
-  --pretrained_cnn "$OUT/cass_10/pretrained_cnn.pt" --pretrained_vit "$OUT/cass_10/pretrained_vit.pt" --output_dir "$OUT/cass_100"
+  --pretrained_cnn_backbone "$OUT/cass_10/pretrained_cnn_backbone.pt" --pretrained_transformer_backbone "$OUT/cass_10/pretrained_transformer_backbone.pt" --output_dir "$OUT/cass_100"
 
 s4mi table --split test \
   --columns f1_macro,balanced_accuracy,auc_macro,isic2017_challenge_score,recall_per_class.melanoma,reference_micro_recall_as_f1 \

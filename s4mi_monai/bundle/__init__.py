@@ -17,6 +17,7 @@ import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
 from s4mi_monai.data.datalist import load_datalist
+from s4mi_monai.io import write_json
 from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE, write_samples
 
 logger = logging.getLogger("s4mi_monai")
@@ -35,6 +36,12 @@ def as_bool(value: Any) -> bool:
             return word in TRUE_WORDS
         raise ValueError(f"expected true or false, got {value!r}")
     return bool(value)
+
+
+def to_device(network: torch.nn.Module, device: torch.device, channels_last: Any = False) -> torch.nn.Module:
+    """``network`` on ``device``, in channels-last memory layout when ``channels_last`` (faster convolutions on GPU)."""
+    memory_format = torch.channels_last if as_bool(channels_last) else torch.contiguous_format
+    return network.to(device, memory_format=memory_format)
 
 
 def locate_bundle(name: str) -> str:
@@ -131,10 +138,8 @@ MODEL_INFO = "model_info.json"
 
 def write_model_info(output_dir: str, info: Mapping[str, Any]) -> None:
     """Store what inference needs to rebuild the network (classes, sizes) beside the weights."""
-    from s4mi_monai.handlers import write_metrics_json
-
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    write_metrics_json(Path(output_dir) / MODEL_INFO, **info)
+    write_json(Path(output_dir) / MODEL_INFO, dict(info))
 
 
 def read_model_info(model_path: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,8 +163,6 @@ def report_test_metrics(
     evaluator: Any, network: torch.nn.Module, model_path: str, metrics_path: str, settings: Mapping[str, Any], best_saver: Any = None
 ) -> dict:
     """Score the selected model (``model_path``) on the test split and write ``metrics.json``."""
-    from s4mi_monai.handlers import write_metrics_json
-
     require_model(model_path)
     device = next(network.parameters()).device
     network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
@@ -169,7 +172,7 @@ def report_test_metrics(
     validation = None
     if best_saver is not None:
         validation = {"metric": settings["selection_metric"], "best": best_saver.best_metric, "epoch": best_saver.best_epoch}
-    write_metrics_json(metrics_path, test=test, validation=validation, settings=dict(settings))
+    write_json(metrics_path, {"test": test, "validation": validation, "settings": dict(settings)})
     logger.info("test metrics written to %s", metrics_path)
     return test
 
@@ -259,8 +262,6 @@ def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str])
     import json
     import shutil
 
-    from s4mi_monai.handlers import write_metrics_json
-
     if report_branch not in branches:
         raise ValueError(f"report_branch must be one of {list(branches)}, got {report_branch!r}")
     root = Path(output_dir)
@@ -272,12 +273,14 @@ def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str])
         os.replace(temporary, root / name)
     metrics = {branch: json.loads((root / branch / "metrics.json").read_text()) for branch in branches}
     reported = metrics[report_branch]
-    write_metrics_json(
+    write_json(
         root / "metrics.json",
-        test=reported["test"],
-        validation=reported["validation"],
-        settings={**reported["settings"], "reported_branch": report_branch},
-        branches={branch: {"test": value["test"], "validation": value["validation"]} for branch, value in metrics.items()},
+        {
+            "test": reported["test"],
+            "validation": reported["validation"],
+            "settings": {**reported["settings"], "reported_branch": report_branch},
+            "branches": {branch: {"test": value["test"], "validation": value["validation"]} for branch, value in metrics.items()},
+        },
     )
     logger.info("reported network: %s (all branches in %s)", report_branch, root / "metrics.json")
 

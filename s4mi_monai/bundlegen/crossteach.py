@@ -60,7 +60,7 @@ def _knobs(spec: BundleSpec) -> dict[str, Any]:
         "unlabeled_batch_size": "$4 if @demo else 8",
         "transformer": "swin_unet",
         "transformer_embed_dim": "$24 if @demo else 96",
-        "transformer_weights": None,
+        "pretrained_transformer_weights": None,
         "min_learning_rate": 1e-6,
         "consistency": 0.1,
         "consistency_ramp": 0.4,
@@ -84,14 +84,14 @@ def networks() -> dict[str, Any]:
     """The CNN (``network``) and the transformer (``transformer_network``), shared by train, evaluate and inference."""
     return {
         "network_def": {"_target_": "s4mi_monai.networks.SSL4MISUNet", "in_channels": 3, "out_channels": 2},
-        "network": "$@network_def.to(@torch_device, memory_format=torch.channels_last if s4mi_monai.bundle.as_bool(@channels_last) else torch.contiguous_format)",
+        "network": "$s4mi_monai.bundle.to_device(@network_def, @torch_device, @channels_last)",
         "transformer_def": {
             "_target_": "s4mi_monai.networks.build_segmentation_transformer",
             "name": "@transformer",
             "in_channels": 3,
             "out_channels": 2,
             "embed_dim": "@transformer_embed_dim",
-            "pretrained_weights": "@transformer_weights",
+            "pretrained_weights": "@pretrained_transformer_weights",
         },
         "transformer_network": "$@transformer_def.to(@torch_device)",
     }
@@ -104,8 +104,10 @@ def _section(split: str, branch: str) -> str:
 
 
 def _evaluation(spec: BundleSpec, split: str, branch: str, handlers: list[Any]) -> dict[str, Any]:
-    """One network's validation or test section: the shared evaluator on that network."""
-    return parts.evaluation_section(spec, split, f"@{_section(split, branch)}", NETWORK_OF_BRANCH[branch], handlers)
+    """One network's validation or test section: the shared evaluator on that network (the transformer's on the CNN
+    section's loader)."""
+    data = None if branch == "cnn" else f"@{_section(split, 'cnn')}"
+    return parts.evaluation_section(spec, split, f"@{_section(split, branch)}", NETWORK_OF_BRANCH[branch], handlers, data=data)
 
 
 def _initialize() -> list[str]:
@@ -149,7 +151,7 @@ def _settings() -> dict[str, Any]:
         "consistency_ramp",
         "transformer",
         "transformer_embed_dim",
-        "transformer_weights",
+        "pretrained_transformer_weights",
         "report_branch",
     ]
     return {
@@ -188,7 +190,7 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
     config: dict[str, Any] = {
         **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
         **_knobs(spec),
-        **parts.data_and_device(spec),
+        **parts.data_and_device(),
         **_output_paths(),
         **networks(),
         "loss": {"_target_": "s4mi_monai.losses.CrossTeachingLoss"},
@@ -203,9 +205,10 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
         "augmentation": parts.augmentation(with_mask=True),
         "unlabeled_augmentation": parts.augmentation(with_mask=False),
         "normalization": parts.normalization(),
+        **parts.evaluation_definitions(spec),
         "best_cnn": best("cnn"),
         "best_transformer": best("transformer"),
-        "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
+        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
         "history": {
             "_target_": "s4mi_monai.handlers.EpochHistory",
             "output_dir": "@output_dir",
@@ -245,7 +248,7 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
                 "num_workers": "@num_workers",
                 "pin_memory": "$@torch_device.type == 'cuda'",
             },
-            "inferer": {"_target_": "SimpleInferer"},
+            "inferer": {"_target_": "SimpleInferer"},  # a required MONAI train property
             "handlers": [
                 {"_target_": "s4mi_monai.handlers.ScheduleHandler", "values": "@lr_schedule", "optimizer": "@optimizer", "param_key": "lr"},
                 {
@@ -328,7 +331,7 @@ def crossteach_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
     return {
         **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
         **knobs,
-        **parts.data_and_device(spec),
+        **parts.data_and_device(),
         "branch": None,
         "model_path": "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')",
         "metrics_path": "$os.path.join(os.path.dirname(@model_path), 'metrics.json')",
@@ -338,6 +341,7 @@ def crossteach_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
         "predictor": "$s4mi_monai.networks.select_prediction_network(@predict_with, @network, @transformer_network)",
         "preprocessing": parts.preprocessing(spec, with_label=True),
         "normalization": parts.normalization(),
+        **parts.evaluation_definitions(spec),
         "test": parts.evaluation_section(spec, "test", "@test", "@predictor", []),
         "settings": {"bundle": "@bundle_name", "datalist": "$@data['datalist_path']", "branch": "@predict_with", "seed": "@seed"},
         "initialize": _initialize(),
@@ -356,7 +360,7 @@ def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
         "predict_with": "$@model_info['branch']",
         "transformer": "$@model_info['transformer']",
         "transformer_embed_dim": "$@model_info['transformer_embed_dim']",
-        "transformer_weights": None,
+        "pretrained_transformer_weights": None,
         "channels_last": False,
         "cnn": trained["network_def"],
         "transformer_network": trained["transformer_def"],

@@ -79,6 +79,7 @@ def run_knobs(
     default_epochs = "$6 if @demo else 50" if classification else "$8 if @demo else 50"
     return {
         "datalist": None,
+        "demo_datalist": spec.profile.demo_datalist,  # what runs without --datalist
         "dataset_dir": None,
         "label_fraction": label_fraction,
         "seed": 0,
@@ -95,7 +96,7 @@ def run_knobs(
             if classification
             else {"selection_metric": "iou_per_image_mean"}
         ),
-        "red_normalization": spec.profile.red_normalization,
+        "red_normalization": "$@data['red_normalization']",  # a dataset fact that the datalist carries
         "num_workers": "$0 if @demo else min(8, os.cpu_count() or 1)",
         "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
         "amp": "$torch.cuda.is_available()",
@@ -104,10 +105,10 @@ def run_knobs(
     }
 
 
-def data_and_device(spec: BundleSpec) -> dict[str, Any]:
+def data_and_device() -> dict[str, Any]:
     """The datalist (the demo one without ``--datalist``), its classes, and the device."""
     return {
-        "data": f"$s4mi_monai.bundle.open_datalist(@datalist, '{spec.profile.demo_datalist}', @dataset_dir)",
+        "data": "$s4mi_monai.bundle.open_datalist(@datalist, @demo_datalist, @dataset_dir)",
         "classes": "$@data['classes']",
         "multi_label": "$@data['multi_label']",
         "torch_device": "$torch.device(@device)",
@@ -244,20 +245,27 @@ def metric(spec: BundleSpec, selected: str) -> dict[str, Any]:
     """The shared evaluator's metric; ``selected`` is the value the evaluator reports as its key metric."""
     common = {"metric": selected, "save_path": None, "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
     if spec.task == "classification":
-        challenge = f"'{spec.profile.challenge}'" if spec.profile.challenge else "None"
         return {
             "_target_": "s4mi_monai.metrics.ClassificationMetric",
             "class_names": "@classes",
             "multi_label": "@multi_label",
-            "challenge": f"${challenge}",
+            "challenge": "$@data['challenge']",
             **common,
         }
     return {"_target_": "s4mi_monai.metrics.SegmentationMetric", "num_classes": 2, **common}
 
 
-def evaluation_section(spec: BundleSpec, split: str, section: str, network: str, handlers: list[Any]) -> dict[str, Any]:
-    """A validation or test section (``section``: its reference, e.g. ``@validate``) scoring ``network`` on ``split``."""
-    metric_name = f"{'validate' if split == 'validation' else 'test'}_metric"
+def evaluation_definitions(spec: BundleSpec) -> dict[str, Any]:
+    """``postprocessing`` shared by every evaluator, and the ``metric`` that each evaluator copies (``%metric``).
+
+    The postprocessing is stateless, so one object serves all; each evaluator needs its own metric object, so the
+    metric is a definition copied with MONAI's ``%`` macro.
+    """
+    return {"postprocessing": postprocessing(spec), "metric": metric(spec, "@selection_metric")}
+
+
+def evaluation_data(spec: BundleSpec, split: str, section: str) -> dict[str, Any]:
+    """The dataset and loader of a split scored at evaluation (``section``: the reference of where they live)."""
     return {
         "dataset": {
             "_target_": "CacheDataset",
@@ -273,16 +281,30 @@ def evaluation_section(spec: BundleSpec, split: str, section: str, network: str,
             "shuffle": False,
             "num_workers": "@num_workers",
         },
-        "inferer": {"_target_": "SimpleInferer"},
-        "postprocessing": postprocessing(spec),
-        "key_metric": {metric_name: metric(spec, "@selection_metric")},
+    }
+
+
+def evaluation_section(
+    spec: BundleSpec, split: str, section: str, network: str, handlers: list[Any], data: str | None = None
+) -> dict[str, Any]:
+    """A validation or test section (``section``: its reference, e.g. ``@validate``) scoring ``network`` on ``split``.
+
+    ``data``: the reference of a section that already holds the split's loader (two networks scored on one split);
+    by default the section holds its own. Needs :func:`evaluation_definitions` at the config root.
+    """
+    metric_name = f"{'validate' if split == 'validation' else 'test'}_metric"
+    own_data = data is None
+    loader = f"{section if own_data else data}#dataloader"
+    return {
+        **(evaluation_data(spec, split, section) if own_data else {}),
+        "postprocessing": "@postprocessing",  # MONAI's workflow properties look for it here
+        "key_metric": {metric_name: "%metric"},
         "handlers": handlers,
         "evaluator": {
             "_target_": "SupervisedEvaluator",
             "device": "@torch_device",
-            "val_data_loader": f"{section}#dataloader",
+            "val_data_loader": loader,
             "network": network,
-            "inferer": f"{section}#inferer",
             "postprocessing": f"{section}#postprocessing",
             "key_val_metric": f"{section}#key_metric",
             "val_handlers": f"{section}#handlers",

@@ -38,12 +38,12 @@ SSL_METHODS = {
     ),
     "cass": (
         "- Stage 1, label-free pretraining on every training image (never validation or test): CASS (Singh et al. 2023). A CNN "
-        "(`--cnn_backbone`, ResNet-50) and a transformer (`--vit_backbone`, ViT-B/16) see the same augmented view; each has a "
+        "(`--cnn_backbone`, ResNet-50) and a transformer (`--transformer_backbone`, ViT-B/16) see the same augmented view; each has a "
         "linear projection to 1,000 dimensions; loss 2 - 2 cos between the two L2-normalised outputs, symmetric, both networks "
         "updated every step with their own Adam (lr 1e-3, cosine per iteration). Gradients are zeroed every step (the reference "
         "notebook never zeroed them).\n"
         "- Stage 2, fine-tuning: each network on its own with a new linear head, trained exactly as `supervised_cls` on "
-        "`--label_fraction` of the labels (default 0.1); both are reported (`cnn/`, `vit/`), the `--report_branch` (default "
+        "`--label_fraction` of the labels (default 0.1); both are reported (`cnn/`, `transformer/`), the `--report_branch` (default "
         "`cnn`) is copied to `model.pt` for evaluation and inference."
     ),
 }
@@ -55,7 +55,7 @@ CROSS_TEACHING = (
     "`s4mi_monai.networks.SwinUNet` (a pure-transformer 2D Swin-UNet from MONAI's Swin blocks: patch 4, window 7, embedding "
     "`--transformer_embed_dim` (96; 24 for the demo), depths 2-2-2-2, heads 3-6-12-24, patch-expanding decoder with skips, final "
     "x4 expansion and a 1x1 convolution). `--transformer swin_unetr` selects MONAI's `SwinUNETR(spatial_dims=2)` instead; "
-    "`--transformer_weights PATH` loads a local ImageNet Swin-T checkpoint into the Swin-UNet encoder (and, as the reference, "
+    "`--pretrained_transformer_weights PATH` loads a local ImageNet Swin-T checkpoint into the Swin-UNet encoder (and, as the reference, "
     "its mirrored decoder). Both need sides that are multiples of 32 (`--image_size` 64, 96, ..., 224).\n"
     "- Batches: `--labeled_batch_size` labeled + `--unlabeled_batch_size` unlabeled images (8 + 8; 4 + 4 for the demo) from a "
     "two-stream sampler over the labeled subset of `--label_fraction` (default 0.5) and the other training images; every "
@@ -112,7 +112,7 @@ def _method(spec: BundleSpec) -> str:
         "The transformers need sides that are multiples of 32 (`--image_size` 64, 96, ..., 224; checked before any data is "
         "read). `model_info.json` names the network, so evaluation and inference rebuild it without the knobs.\n"
         "- Initialisation: random, or a local torchvision ResNet-34 state dict for the encoder (`--pretrained_weights PATH`; "
-        "for `swin_unet` an official-layout Swin checkpoint, as cross teaching's `--transformer_weights`).\n"
+        "for `swin_unet` an official-layout Swin checkpoint, as cross teaching's `--pretrained_transformer_weights`).\n"
         "- Loss: 1/2 (Dice + cross-entropy) (`monai.losses.DiceCELoss`).\n"
         "- Optimiser: Adam, lr 3.6e-4, weight decay 1e-5, cosine schedule over all iterations.\n"
         "- Augmentation: rotation and flips drawn once for image and mask together (the reference drew them "
@@ -143,7 +143,7 @@ def _ssl_overrides(spec: BundleSpec) -> str:
     if spec.semi_supervised:
         return (
             "\nCross teaching: `--labeled_batch_size N`, `--unlabeled_batch_size N`, `--consistency W`, `--consistency_ramp F`, "
-            "`--transformer swin_unet|swin_unetr`, `--transformer_embed_dim N`, `--transformer_weights PATH`, `--report_branch cnn|transformer`, "
+            "`--transformer swin_unet|swin_unetr`, `--transformer_embed_dim N`, `--pretrained_transformer_weights PATH`, `--report_branch cnn|transformer`, "
             "`--learning_rate LR`, `--channels_last true|false`, `--compile true|false`."
         )
     if not spec.self_supervised:
@@ -151,13 +151,14 @@ def _ssl_overrides(spec: BundleSpec) -> str:
     common = "`--pretrain_epochs N`, `--pretrain_batch_size N`, `--pretrain_lr LR`, `--pretrain_image_size N`, `--channels_last true|false`, `--compile true|false`"
     if spec.method == "dino":
         return (
-            f"\nPretraining: {common}, `--pretrained` (the backbone file fine-tuning starts from), `--n_local_crops N`, `--local_crop_size N`, "
+            f"\nPretraining: {common}, `--pretrained_backbone` (the backbone file fine-tuning starts from), `--n_local_crops N`, `--local_crop_size N`, "
             "`--head_out_dim N`, `--head_hidden_dim N`, `--student_temp T`, `--teacher_temp T`, `--teacher_momentum M`, `--clip_grad C`; "
             "`--pretrained_weights PATH` initialises the pretraining backbone (ImageNet weights, as the paper)."
         )
     return (
-        f"\nPretraining: {common}, `--cnn_backbone NAME`, `--vit_backbone NAME`, `--projection_dim N`, `--pretrained_cnn` / "
-        "`--pretrained_vit` (the files fine-tuning starts from), `--report_branch cnn|vit`; `--pretrained_weights PATH` initialises the CNN."
+        f"\nPretraining: {common}, `--cnn_backbone NAME`, `--transformer_backbone NAME`, `--projection_dim N`, "
+        "`--pretrained_cnn_backbone` / `--pretrained_transformer_backbone` (the files fine-tuning starts from), "
+        "`--report_branch cnn|transformer`; `--pretrained_weights PATH` initialises the CNN."
     )
 
 
@@ -174,9 +175,10 @@ def _ssl_outputs(spec: BundleSpec) -> str:
         return "\nPretraining writes `pretrained_backbone.pt` (the teacher's backbone) and `pretraining/` (history, curves, TensorBoard)."
     if spec.method == "cass":
         return (
-            "\nPretraining writes `pretrained_cnn.pt`, `pretrained_vit.pt` and `pretraining/`; fine-tuning writes `cnn/` and `vit/` "
+            "\nPretraining writes `pretrained_cnn_backbone.pt`, `pretrained_transformer_backbone.pt` and `pretraining/`; fine-tuning "
+            "writes `cnn/` and `transformer/` "
             "(each with its model, metrics and history); `metrics.json` at the top holds the reported branch and both under `branches`. "
-            "`evaluate.json` scores `model.pt` (the reported branch), or either network with `--branch cnn|vit`."
+            "`evaluate.json` scores `model.pt` (the reported branch), or either network with `--branch cnn|transformer`."
         )
     return ""
 
@@ -305,7 +307,11 @@ python -m monai.bundle ckpt_export network_def --filepath {root}/models/transfor
     --predict_with transformer --use_trace true --input_shape "[1, 3, 224, 224]"
 """
     if spec.self_supervised:
-        pretrained = "--pretrained_cnn CNN.pt --pretrained_vit VIT.pt" if spec.method == "cass" else "--pretrained BACKBONE.pt"
+        pretrained = (
+            "--pretrained_cnn_backbone CNN.pt --pretrained_transformer_backbone TRANSFORMER.pt"
+            if spec.method == "cass"
+            else "--pretrained_backbone BACKBONE.pt"
+        )
         preset = (
             f"\n# the lucidrains DINO variant that the S4MI authors ran\npython -m monai.bundle run training "
             f"--config_file \"['{root}/configs/train.json','{root}/configs/lucidrains.json']\" --datalist {{datalist}}\n"

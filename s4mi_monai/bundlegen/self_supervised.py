@@ -1,7 +1,8 @@
 """Configs of the self-supervised classification bundles (DINO, CASS): label-free pretraining, then fine-tuning.
 
 ``train.json`` holds the supervised fine-tuning of :mod:`s4mi_monai.bundlegen.supervised` unchanged
-(CASS: once per network, in the sections ``finetune_cnn`` and ``finetune_vit``) plus an ``ssl`` section
+(CASS: once per network, in the sections ``finetune_cnn`` and ``finetune_transformer``, on the loaders of
+the root's ``validate`` and ``test`` sections) plus an ``ssl`` section
 with the pretraining objects. Run ids: ``pretrain`` (pretraining only, writes the pretrained backbone),
 ``finetune`` (from ``--pretrained``), ``training`` / ``run`` (both, then the test report; a finished
 pretraining is not repeated when a killed run is started again) and ``benchmark``.
@@ -23,7 +24,7 @@ PRETRAIN_IMPORTS = [
     "$import s4mi_monai.optim",
 ]
 
-CASS_BRANCHES = {"cnn": "@cnn_backbone", "vit": "@vit_backbone"}
+CASS_BRANCHES = {"cnn": "@cnn_backbone", "transformer": "@transformer_backbone"}
 """CASS's two networks, each fine-tuned in its own section ``finetune_<branch>``, and their backbone knobs."""
 
 
@@ -40,17 +41,17 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
     if spec.method == "cass":
         return {
             "cnn_backbone": "$'resnet18' if @demo else 'resnet50'",
-            "vit_backbone": "$'vit_ti16' if @demo else 'vit_b16'",
+            "transformer_backbone": "$'vit_ti16' if @demo else 'vit_b16'",
             "report_branch": "cnn",
             "projection_dim": 1000,
             "pretrain_lr": 1e-3,
             "pretrain_min_lr": 1e-6,
-            "pretrained_cnn": "$os.path.join(@output_dir, 'pretrained_cnn.pt')",
-            "pretrained_vit": "$os.path.join(@output_dir, 'pretrained_vit.pt')",
+            "pretrained_cnn_backbone": "$os.path.join(@output_dir, 'pretrained_cnn_backbone.pt')",
+            "pretrained_transformer_backbone": "$os.path.join(@output_dir, 'pretrained_transformer_backbone.pt')",
             **common,
         }
     return {
-        "pretrained": "$os.path.join(@output_dir, 'pretrained_backbone.pt')",
+        "pretrained_backbone": "$os.path.join(@output_dir, 'pretrained_backbone.pt')",
         "pretrain_lr": "$0.0005 * @pretrain_batch_size / 256",
         "pretrain_min_lr": 1e-6,
         "pretrain_warmup_epochs": "$min(10, @pretrain_epochs // 3)",
@@ -123,7 +124,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
             "output_dir": "$os.path.join(@output_dir, 'pretraining')",
             "optimizer": "@ssl#optimizer",
         },
-        "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
+        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
         "checkpoint_path": f"$os.path.join(@output_dir, '{checkpoint}')",
         "run_handlers": parts.run_handlers("@ssl#history", "@ssl#checkpoint_path", "@ssl#resume_objects"),
         "resume_objects": {**resume_objects, "trainer": "@ssl#trainer", "history": "@ssl#history", "random_state": "@ssl#random_state"},
@@ -155,7 +156,7 @@ def _dino_section() -> dict[str, Any]:
             "backbone": "$s4mi_monai.bundle.with_weights(@ssl#backbone, @pretrained_weights)",
             "head": head,
         },
-        "student": "$@ssl#student_def.to(@torch_device, memory_format=torch.channels_last if s4mi_monai.bundle.as_bool(@channels_last) else torch.contiguous_format)",
+        "student": "$s4mi_monai.bundle.to_device(@ssl#student_def, @torch_device, @channels_last)",
         "teacher": "$copy.deepcopy(@ssl#student)",
         "loss": {
             "_target_": "s4mi_monai.losses.DINOLoss",
@@ -255,40 +256,40 @@ def _cass_section() -> dict[str, Any]:
     return {
         **_ssl_data(),
         "cnn_encoder": "$s4mi_monai.bundle.with_weights(s4mi_monai.networks.build_backbone(@cnn_backbone, @pretrain_image_size), @pretrained_weights)",
-        "vit_encoder": "$s4mi_monai.networks.build_backbone(@vit_backbone, @pretrain_image_size)",
+        "transformer_encoder": "$s4mi_monai.networks.build_backbone(@transformer_backbone, @pretrain_image_size)",
         "cnn_def": network("cnn"),
-        "cnn": "$@ssl#cnn_def.to(@torch_device, memory_format=torch.channels_last if s4mi_monai.bundle.as_bool(@channels_last) else torch.contiguous_format)",
-        "vit_def": network("vit"),
-        "vit": "$@ssl#vit_def.to(@torch_device)",
+        "cnn": "$s4mi_monai.bundle.to_device(@ssl#cnn_def, @torch_device, @channels_last)",
+        "transformer_def": network("transformer"),
+        "transformer": "$@ssl#transformer_def.to(@torch_device)",
         "optimizer": {
             "_target_": "torch.optim.Adam",
             "params": "$@ssl#cnn.parameters()",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
-        "vit_optimizer": {
+        "transformer_optimizer": {
             "_target_": "torch.optim.Adam",
-            "params": "$@ssl#vit.parameters()",
+            "params": "$@ssl#transformer.parameters()",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
         "lr_scheduler": schedule("@ssl#optimizer"),
-        "vit_lr_scheduler": schedule("@ssl#vit_optimizer"),
+        "transformer_lr_scheduler": schedule("@ssl#transformer_optimizer"),
         "views": {"_target_": "s4mi_monai.transforms.MultiCropBatch", "preset": "cass", "global_size": "@pretrain_image_size"},
         "handlers": [
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#lr_scheduler", "print_lr": False, "epoch_level": False},
-            {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#vit_lr_scheduler", "print_lr": False, "epoch_level": False},
+            {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#transformer_lr_scheduler", "print_lr": False, "epoch_level": False},
             *_monitoring(None),
         ],
         **_ssl_common_handlers(
             "pretraining_checkpoint.pt",
             {
                 "cnn": "@ssl#cnn",
-                "vit": "@ssl#vit",
+                "transformer": "@ssl#transformer",
                 "optimizer": "@ssl#optimizer",
-                "vit_optimizer": "@ssl#vit_optimizer",
+                "transformer_optimizer": "@ssl#transformer_optimizer",
                 "lr_scheduler": "@ssl#lr_scheduler",
-                "vit_lr_scheduler": "@ssl#vit_lr_scheduler",
+                "transformer_lr_scheduler": "@ssl#transformer_lr_scheduler",
             },
         ),
         "trainer": {
@@ -298,8 +299,8 @@ def _cass_section() -> dict[str, Any]:
             "train_data_loader": "@ssl#dataloader",
             "network": "@ssl#cnn",
             "optimizer": "@ssl#optimizer",
-            "transformer": "@ssl#vit",
-            "transformer_optimizer": "@ssl#vit_optimizer",
+            "transformer": "@ssl#transformer",
+            "transformer_optimizer": "@ssl#transformer_optimizer",
             "views": "@ssl#views",
             "normalize": "@ssl#normalize",
             "amp": "@use_amp",
@@ -315,19 +316,20 @@ def _pretraining_settings(spec: BundleSpec) -> dict[str, Any]:
     if spec.method == "dino":
         names += ["crop_preset", "n_local_crops", "local_crop_size", "head_out_dim", "student_temp", "teacher_temp", "teacher_momentum"]
     else:
-        names += ["cnn_backbone", "vit_backbone", "projection_dim"]
+        names += ["cnn_backbone", "transformer_backbone", "projection_dim"]
     return {name: f"@{name}" for name in names}
 
 
 def finetuning(spec: BundleSpec, scope: Scope = ROOT, branch: str | None = None) -> dict[str, Any]:
-    """One supervised fine-tuning of a pretrained backbone (its weights come from ``pretrained``, not ImageNet)."""
+    """One supervised fine-tuning of a pretrained backbone (from ``pretrained_backbone``, not ImageNet); a CASS
+    ``branch`` validates and tests on the root's shared loaders."""
     extra_settings: dict[str, Any] = {"pretraining": _pretraining_settings(spec)}
     if branch:
         extra_settings["branch"] = branch
     return {
         **parts.output_paths(scope),
         **supervised.model_objects(spec, scope, pretrained_weights=None),
-        **supervised.training_objects(spec, scope, extra_settings),
+        **supervised.training_objects(spec, scope, extra_settings, shared_evaluation_data=branch is not None),
     }
 
 
@@ -336,14 +338,17 @@ def finetune_section(spec: BundleSpec, branch: str) -> dict[str, Any]:
     return {
         "output_dir": f"$os.path.join(@output_dir, '{branch}')",
         "backbone": CASS_BRANCHES[branch],
-        "pretrained": f"@pretrained_{branch}",
+        "pretrained_backbone": f"@pretrained_{branch}_backbone",
         **finetuning(spec, Scope(f"finetune_{branch}"), branch),
     }
 
 
 def finetune_steps(scope: Scope = ROOT) -> list[str]:
     """Load the pretrained backbone, then the supervised steps: train, select on validation, report on test."""
-    return [f"$s4mi_monai.bundle.load_backbone({scope.ref('network')}, {scope.ref('pretrained')})", *supervised.training_steps(scope)]
+    return [
+        f"$s4mi_monai.bundle.load_backbone({scope.ref('network')}, {scope.ref('pretrained_backbone')})",
+        *supervised.training_steps(scope),
+    ]
 
 
 def _pretrain(backbones: str, skip_if_done: bool) -> str:
@@ -357,16 +362,18 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
     cass = spec.method == "cass"
     config: dict[str, Any] = {
         **parts.identity(spec, parts.IMPORTS + PRETRAIN_IMPORTS),
-        # CASS fine-tunes two networks, each with its own backbone knob (cnn_backbone, vit_backbone)
+        # CASS fine-tunes two networks, each with its own backbone knob (cnn_backbone, transformer_backbone)
         **parts.run_knobs(spec, label_fraction=0.1, network={"pretrained_weights": None} if cass else None),
         **_pretraining_knobs(spec),
-        **parts.data_and_device(spec),
+        **parts.data_and_device(),
         **supervised.transforms(spec),
         "ssl": _cass_section() if cass else _dino_section(),
     }
     if cass:
+        config["validate"] = parts.evaluation_data(spec, "validation", "@validate")
+        config["test"] = parts.evaluation_data(spec, "test", "@test")
         config.update({f"finetune_{branch}": finetune_section(spec, branch) for branch in CASS_BRANCHES})
-        backbones = ", ".join(f"(@ssl#{branch}.backbone, @pretrained_{branch})" for branch in CASS_BRANCHES)
+        backbones = ", ".join(f"(@ssl#{branch}.backbone, @pretrained_{branch}_backbone)" for branch in CASS_BRANCHES)
         finetune = [
             *[step for branch in CASS_BRANCHES for step in finetune_steps(Scope(f"finetune_{branch}"))],
             f"$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(CASS_BRANCHES)})",
@@ -374,7 +381,7 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         finetune_trainers = [f"@finetune_{branch}#train#trainer" for branch in CASS_BRANCHES]
     else:
         config.update(finetuning(spec))
-        backbones = "(@ssl#teacher.backbone, @pretrained)"
+        backbones = "(@ssl#teacher.backbone, @pretrained_backbone)"
         finetune = finetune_steps()
         finetune_trainers = ["@train#trainer"]
     config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
@@ -415,5 +422,5 @@ the official code: the weight-normalised last layer, per-image crop and colour d
 
 
 def ssl_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
-    """``evaluate.json``: the supervised evaluation; CASS scores ``model.pt`` or either network (``--branch cnn|vit``)."""
+    """``evaluate.json``: the supervised evaluation; CASS scores ``model.pt`` or either network (``--branch cnn|transformer``)."""
     return supervised.evaluate_config(spec, branch_knob=spec.method == "cass")

@@ -39,12 +39,19 @@ def model_objects(spec: BundleSpec, scope: Scope = ROOT, pretrained_weights: str
     }
 
 
-def training_objects(spec: BundleSpec, scope: Scope = ROOT, extra_settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train on the labeled fraction, keep the best validation model, resume from checkpoints, report on test."""
+def training_objects(
+    spec: BundleSpec, scope: Scope = ROOT, extra_settings: dict[str, Any] | None = None, shared_evaluation_data: bool = False
+) -> dict[str, Any]:
+    """Train on the labeled fraction, keep the best validation model, resume from checkpoints, report on test.
+
+    ``shared_evaluation_data``: validate and test on the loaders of the root's ``validate`` and ``test`` sections
+    (:func:`s4mi_monai.bundlegen.parts.evaluation_data`) instead of their own, as CASS's two fine-tunings do.
+    """
     ref = scope.ref
+    validation_data, test_data = ("@validate", "@test") if shared_evaluation_data else (None, None)
     return {
         "best_model": {"_target_": "s4mi_monai.handlers.BestModelSaver", "save_path": ref("model_path"), "network": ref("network")},
-        "random_state": {"_target_": "s4mi_monai.handlers.TorchRandomState"},
+        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
         "history": {
             "_target_": "s4mi_monai.handlers.EpochHistory",
             "output_dir": ref("output_dir"),
@@ -67,7 +74,7 @@ def training_objects(spec: BundleSpec, scope: Scope = ROOT, extra_settings: dict
                 "shuffle": True,
                 "num_workers": "@num_workers",
             },
-            "inferer": {"_target_": "SimpleInferer"},
+            "inferer": {"_target_": "SimpleInferer"},  # a required MONAI train property
             "handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": ref("lr_scheduler"), "print_lr": False, "epoch_level": False},
                 {"_target_": "ValidationHandler", "validator": ref("validate#evaluator"), "interval": "@val_interval", "epoch_level": True},
@@ -98,8 +105,10 @@ def training_objects(spec: BundleSpec, scope: Scope = ROOT, extra_settings: dict
             "history": ref("history"),
             "random_state": ref("random_state"),
         },
-        "validate": parts.evaluation_section(spec, "validation", ref("validate"), ref("network"), [ref("best_model")]),
-        "test": parts.evaluation_section(spec, "test", ref("test"), ref("network"), []),
+        "validate": parts.evaluation_section(
+            spec, "validation", ref("validate"), ref("network"), [ref("best_model")], data=validation_data
+        ),
+        "test": parts.evaluation_section(spec, "test", ref("test"), ref("network"), [], data=test_data),
         "settings": {**parts.settings(spec, scope), **(extra_settings or {})},
         "model_info": parts.model_info(spec, scope),
     }
@@ -118,11 +127,12 @@ def training_steps(scope: Scope = ROOT) -> list[str]:
 
 
 def transforms(spec: BundleSpec) -> dict[str, Any]:
-    """Preprocessing (cached), augmentation and normalisation of the labeled images."""
+    """Preprocessing (cached), augmentation and normalisation of the labeled images; postprocessing and the metric."""
     return {
         "preprocessing": parts.preprocessing(spec, with_label=True),
         "augmentation": parts.augmentation(with_mask=spec.task == "segmentation"),
         "normalization": parts.normalization(),
+        **parts.evaluation_definitions(spec),
     }
 
 
@@ -139,7 +149,7 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
     return {
         **parts.identity(spec),
         **parts.run_knobs(spec),
-        **parts.data_and_device(spec),
+        **parts.data_and_device(),
         **parts.output_paths(),
         **model_objects(spec),
         **transforms(spec),
@@ -162,12 +172,13 @@ def evaluate_config(spec: BundleSpec, branch_knob: bool = False) -> dict[str, An
     config: dict[str, Any] = {
         **parts.identity(spec),
         **{key: f"$@model_info['{key}']" if key in network_knob_names else value for key, value in knobs.items()},
-        **parts.data_and_device(spec),
+        **parts.data_and_device(),
         **parts.output_paths(),
         "model_info": parts.read_model_info(defaults),
         **parts.network(spec),
         "preprocessing": parts.preprocessing(spec, with_label=True),
         "normalization": parts.normalization(),
+        **parts.evaluation_definitions(spec),
     }
     if branch_knob:
         config["model_path"] = "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')"

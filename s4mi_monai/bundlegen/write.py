@@ -41,8 +41,36 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 """Overlays passed after ``train.json`` (``--config_file "['train.json','<preset>.json']"``), per method."""
 
 
+LINE_WIDTH = 110
+"""Lists and dicts of plain values that fit on one line of this width are written on one line, as in the model zoo."""
+
+
+def _is_flat(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return all(not isinstance(item, (dict, list)) for item in items)
+
+
+def _format(value: Any, indent: int, prefix: int) -> str:
+    """``value`` as JSON at ``indent`` spaces, after ``prefix`` characters of its key on the same line."""
+    one_line = json.dumps(value)
+    if not isinstance(value, (dict, list)) or not value:
+        return one_line
+    if _is_flat(value) and indent + prefix + len(one_line) + 1 <= LINE_WIDTH:
+        return one_line
+    inner = " " * (indent + 2)
+    if isinstance(value, list):
+        lines = [inner + _format(item, indent + 2, 0) for item in value]
+        return "[\n" + ",\n".join(lines) + "\n" + " " * indent + "]"
+    lines = []
+    for key, item in value.items():
+        head = json.dumps(key) + ": "
+        lines.append(inner + head + _format(item, indent + 2, len(head)))
+    return "{\n" + ",\n".join(lines) + "\n" + " " * indent + "}"
+
+
 def _json(config: dict[str, Any]) -> str:
-    return json.dumps(config, indent=2) + "\n"
+    """Indented JSON with short flat lists and dicts kept on one line (same content as ``json.dumps``)."""
+    return _format(config, 0, 0) + "\n"
 
 
 def bundle_files(spec: BundleSpec) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Shape (other keys may be added)::
 
-    {"name": "isic2017", "classes": [...], "multi_label": false,
+    {"name": "isic2017", "classes": [...], "multi_label": false, "challenge": "isic2017", "red_normalization": false,
      "dataset_dir": "<root the relative paths start from; relative paths start at this file's folder>",
      "provenance": {"source": ..., "seed": 0, "split": ..., "counts": {...}},
      "training": [{"image": "rel/path.jpg", "label": 1, "mask": "rel/path.png", "patient": "P7"}, ...],
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s4mi_monai import __version__
+from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.check import CheckReport, DatasetError, Problem, check_items, duplicates_across_splits
 from s4mi_monai.data.splits import (
     DEFAULT_LABEL_FRACTIONS,
@@ -67,8 +68,13 @@ def build_datalist(
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
     extra_provenance: Mapping[str, Any] | None = None,
     known_problems: Sequence[Problem] = (),
+    challenge: str | None = None,
+    red_normalization: bool = False,
 ) -> dict:
     """Check the items, split them, draw the label fractions and return the datalist dict.
+
+    ``challenge`` and ``red_normalization`` are the dataset facts that bundles read from the datalist
+    (:mod:`s4mi_monai.data.profiles`).
 
     Raises :class:`DatasetError` listing every problem (``known_problems`` found by the preparer
     while reading the layout, then every file problem) before anything is written.
@@ -109,6 +115,8 @@ def build_datalist(
         "name": name,
         "classes": list(classes),
         "multi_label": multi_label,
+        "challenge": challenge,
+        "red_normalization": red_normalization,
         "dataset_dir": str(root),
         "provenance": {
             "source": source,
@@ -195,6 +203,8 @@ def load_datalist(path: str | Path, dataset_dir: str | Path | None = None) -> di
         root = path.parent / root
     datalist["dataset_dir"] = str(root.resolve())
     datalist.setdefault("provenance", {}).setdefault("seed", 0)
+    for fact, value in dataset_facts(datalist["name"]).items():
+        datalist.setdefault(fact, value)  # datalists written before the facts were recorded
     datalist["datalist_path"] = str(path.resolve())
     if dataset_dir is None and "demo_seed" in datalist["provenance"]:
         from s4mi_monai.data.demo_datalists import ensure_demo_files

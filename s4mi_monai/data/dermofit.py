@@ -16,6 +16,7 @@ from pathlib import Path
 
 from s4mi_monai.data.check import DatasetError, Problem
 from s4mi_monai.data.datalist import build_datalist
+from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTIONS
 
 CLASSES = ("AK", "BCC", "ML", "SCC", "SK", "IEC", "PYO", "VASC", "DF", "MEL")
@@ -65,4 +66,5 @@ def prepare_dermofit(
         split_fractions=split_fractions,
         label_fractions=label_fractions,
         known_problems=problems,
+        **dataset_facts("dermofit"),
     )

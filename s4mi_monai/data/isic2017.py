@@ -19,6 +19,7 @@ from pathlib import Path
 
 from s4mi_monai.data.check import DatasetError, Problem
 from s4mi_monai.data.datalist import FIXED_SPLIT, build_datalist
+from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTIONS
 
 CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
@@ -105,4 +106,5 @@ def prepare_isic2017(
         label_fractions=label_fractions,
         extra_provenance={"images_without_mask_outside_test": masks_missing},
         known_problems=problems,
+        **dataset_facts("isic2017"),
     )

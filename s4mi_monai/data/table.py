@@ -75,10 +75,12 @@ def prepare_csv(
     pad_value: int = 0,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
+    red_normalization: bool = False,
 ) -> dict:
     """Build a datalist from ``csv_path``; paths in the CSV are relative to ``root`` (default: the CSV's folder).
 
     Columns default to ``image``, ``mask``, ``label``, ``patient`` and ``split`` when present.
+    ``red_normalization``: record that the images are normalised by their red channel (as Dermofit in S4MI).
     """
     csv_path = Path(csv_path).resolve()
     if not csv_path.is_file():
@@ -145,6 +147,7 @@ def prepare_csv(
         label_fractions=label_fractions,
         extra_provenance=extra,
         known_problems=problems,
+        red_normalization=red_normalization,
     )
 
 

@@ -2,8 +2,21 @@
 
 from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.engines.benchmark import benchmark
+from s4mi_monai.engines.random_state import TorchRandomState
 from s4mi_monai.engines.self_supervised import CASSTrainer, DINOTrainer, SelfSupervisedTrainer
 from s4mi_monai.engines.semi_supervised import CrossTeachingTrainer
 from s4mi_monai.engines.unsupervised import PiCIETrainer, benchmark_clustering, fit_final_centroids, match_clusters
 
-__all__ = ["CASSTrainer", "CrossTeachingTrainer", "CustomIterationTrainer", "DINOTrainer", "PiCIETrainer", "SelfSupervisedTrainer", "benchmark", "benchmark_clustering", "fit_final_centroids", "match_clusters"]
+__all__ = [
+    "CASSTrainer",
+    "CrossTeachingTrainer",
+    "CustomIterationTrainer",
+    "DINOTrainer",
+    "PiCIETrainer",
+    "SelfSupervisedTrainer",
+    "TorchRandomState",
+    "benchmark",
+    "benchmark_clustering",
+    "fit_final_centroids",
+    "match_clusters",
+]

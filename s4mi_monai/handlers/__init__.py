@@ -4,9 +4,9 @@ Bundle configs list them as ``{"_target_": "s4mi_monai.handlers.<Name>", ...}`` 
 MONAI ``SupervisedTrainer``/``SupervisedEvaluator``, which calls their ``attach(engine)``.
 """
 
-from s4mi_monai.handlers.checkpoint import BestModelSaver, TorchRandomState, TrainingCheckpoint
+from s4mi_monai.handlers.checkpoint import BestModelSaver, TrainingCheckpoint
 from s4mi_monai.handlers.clustering import PiCIEClustering
-from s4mi_monai.handlers.history import EpochHistory, write_metrics_json
+from s4mi_monai.handlers.history import EpochHistory
 from s4mi_monai.handlers.monitoring import CollapseMonitor
 from s4mi_monai.handlers.predictions import ProbabilityCSVWriter
 from s4mi_monai.handlers.schedules import ScheduleHandler
@@ -21,7 +21,5 @@ __all__ = [
     "BestModelSaver",
     "EpochHistory",
     "ProbabilityCSVWriter",
-    "TorchRandomState",
     "TrainingCheckpoint",
-    "write_metrics_json",
 ]

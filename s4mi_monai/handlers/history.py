@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,11 +27,6 @@ logger = logging.getLogger("s4mi_monai")
 
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
-
-
-def write_metrics_json(path: str | os.PathLike, **sections: Any) -> None:
-    """Write ``sections`` as one JSON object, atomically; NaN/inf become null, numpy/torch numbers plain numbers."""
-    write_json(path, sections)
 
 
 def _as_float(value: Any) -> float | None:
@@ -165,7 +159,7 @@ class EpochHistory:
         if self.best_saver is not None:
             saver = self.best_saver
             best = {"metric": saver.metric_name, "value": saver.best_metric, "epoch": saver.best_epoch}
-        write_metrics_json(self.output_dir / HISTORY_FILE, epochs=self._epochs, best=best)
+        write_json(self.output_dir / HISTORY_FILE, {"epochs": self._epochs, "best": best})
         figure = self._plot_curves()
         atomic_write(self.output_dir / CURVES_FILE, lambda out: figure.savefig(out, format="png", dpi=100))
 

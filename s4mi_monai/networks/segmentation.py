@@ -46,7 +46,7 @@ def build_segmentation_network(
 
     ``encoder`` (resnet18/34/50) and ``pretrained_weights`` (a local torchvision ResNet) belong to ``resnet_unet``;
     ``embed_dim`` (cross teaching's ``--transformer_embed_dim``) and ``pretrained_weights`` (as cross teaching's
-    ``--transformer_weights``) to ``swin_unet`` / ``swin_unetr``; ``ssl4mis_unet`` always starts from random weights,
+    ``--pretrained_transformer_weights``) to ``swin_unet`` / ``swin_unetr``; ``ssl4mis_unet`` always starts from random weights,
     as in cross teaching.
     """
     _require_known(architecture)
