@@ -205,8 +205,8 @@ def test_hungarian_matching_of_permuted_clusters():
     assert mapping == {0: 1, 1: 0}
     scores = clustering_scores(histogram, mapping)
     assert scores["pixel_accuracy"] == pytest.approx(160 / 175)
-    assert scores["iou_per_class"] == pytest.approx({"0": 90 / 105, "1": 70 / 85})
-    assert scores["miou"] == pytest.approx((90 / 105 + 70 / 85) / 2)
+    assert scores["iou_all_classes"] == pytest.approx({"0": 90 / 105, "1": 70 / 85})
+    assert scores["miou_all_classes"] == pytest.approx((90 / 105 + 70 / 85) / 2)
 
 
 def test_more_clusters_than_classes_one_to_one_and_many_to_one():
@@ -215,12 +215,12 @@ def test_more_clusters_than_classes_one_to_one_and_many_to_one():
     assert hungarian == {0: 0, 1: UNMATCHED, 2: 1, 3: UNMATCHED}
     scores = clustering_scores(histogram, hungarian)
     assert scores["pixel_accuracy"] == pytest.approx(80 / 155)
-    assert scores["iou_per_class"]["0"] == pytest.approx(50 / 95)  # 45 of its pixels lie in unmatched clusters
+    assert scores["iou_all_classes"]["0"] == pytest.approx(50 / 95)  # 45 of its pixels lie in unmatched clusters
     majority = cluster_mapping(histogram, "majority")
     assert majority == {0: 0, 1: 0, 2: 1, 3: 1}
     scores = clustering_scores(histogram, majority)
     assert scores["pixel_accuracy"] == pytest.approx(140 / 155)
-    assert scores["iou_per_class"] == pytest.approx({"0": 90 / 105, "1": 50 / 65})
+    assert scores["iou_all_classes"] == pytest.approx({"0": 90 / 105, "1": 50 / 65})
 
 
 def test_confusion_histogram_ignores_labels_outside_the_classes_and_mapping_applies_to_maps():
@@ -325,7 +325,7 @@ def test_final_clustering_and_matching_recover_a_swapped_cluster_order():
     masks = (1 - clusters).unsqueeze(1)  # ground truth = the clusters with their numbers swapped
     labeled = [{"image": images[:2], "label": masks[:2]}, {"image": images[2:], "label": masks[2:]}]
     mapping, scores = match_clusters(segmenter, labeled)
-    assert mapping == {0: 1, 1: 0} and scores["pixel_accuracy"] == 1.0 and scores["miou"] == 1.0
+    assert mapping == {0: 1, 1: 0} and scores["pixel_accuracy"] == 1.0 and scores["miou_all_classes"] == 1.0
     with torch.no_grad():
         assert torch.equal(segmenter(images).argmax(dim=1, keepdim=True), masks)
 

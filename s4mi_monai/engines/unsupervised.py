@@ -146,16 +146,15 @@ def match_clusters(
         labels = batch[CommonKeys.LABEL]
         labels = labels.as_tensor() if hasattr(labels, "as_tensor") else labels
         histogram += confusion_histogram(list(clusters.cpu()), list(labels[:, 0].long().cpu()), n_clusters, segmenter.n_classes)
-    if mapping is None:
-        mapping = cluster_mapping(histogram, method)
+    mapping = cluster_mapping(histogram, method) if mapping is None else {int(k): int(v) for k, v in mapping.items()}
     scores = clustering_scores(histogram, mapping)
     segmenter.set_clusters(segmenter.centroids, [mapping[k] for k in range(n_clusters)])
     return mapping, {
         "matching": method,
         "cluster_to_class": {str(k): mapping[k] for k in range(n_clusters)},
         "pixel_accuracy": scores["pixel_accuracy"],
-        "iou_per_class": scores["iou_per_class"],
-        "miou": scores["miou"],
+        "iou_all_classes": scores["iou_all_classes"],
+        "miou_all_classes": scores["miou_all_classes"],
         "cluster_histogram": histogram.tolist(),
     }
 

@@ -37,7 +37,7 @@ import torch
 
 from s4mi_monai.clustering import lloyd_kmeans
 from s4mi_monai.metrics.classification import to_numpy
-from s4mi_monai.metrics.segmentation import UNMATCHED, _assign_clusters, _assignment_matrix, _cluster_histograms
+from s4mi_monai.metrics.segmentation import UNMATCHED, _assign_clusters, _cluster_histograms, all_class_scores
 from s4mi_monai.transforms.color import LUMA_WEIGHTS
 
 __all__ = [
@@ -85,26 +85,11 @@ def cluster_mapping(histogram: np.ndarray, method: str = "hungarian") -> dict[in
 def clustering_scores(histogram: np.ndarray, mapping: Mapping[int, int]) -> dict[str, Any]:
     """Pixel accuracy, IoU of every class (background included) and their nanmean, after ``mapping``.
 
-    Returns ``pixel_accuracy``, ``iou_per_class`` {class: IoU, nan for a class absent from both ground truth
-    and prediction}, ``miou`` and the ``class_histogram`` (n_classes, n_classes + 1) whose last column holds
-    the pixels of unmatched clusters.
+    The numbers of :func:`s4mi_monai.metrics.segmentation.all_class_scores` (``pixel_accuracy``,
+    ``iou_all_classes``, ``miou_all_classes``), the keys :func:`~s4mi_monai.metrics.matched_segmentation_metrics`
+    reports too.
     """
-    histogram = np.asarray(histogram, dtype=np.int64)
-    n_classes = histogram.shape[0]
-    class_histogram = histogram @ _assignment_matrix(dict(mapping), n_classes)
-    true_positives = np.diag(class_histogram[:, :n_classes])
-    predicted = class_histogram[:, :n_classes].sum(axis=0)
-    actual = class_histogram.sum(axis=1)
-    unions = actual + predicted - true_positives
-    iou = [float(tp / union) if union else math.nan for tp, union in zip(true_positives, unions)]
-    defined = [value for value in iou if not math.isnan(value)]
-    total = histogram.sum()
-    return {
-        "pixel_accuracy": float(true_positives.sum() / total) if total else math.nan,
-        "iou_per_class": {str(c): value for c, value in enumerate(iou)},
-        "miou": float(np.mean(defined)) if defined else math.nan,
-        "class_histogram": class_histogram,
-    }
+    return all_class_scores(np.asarray(histogram), {int(k): int(v) for k, v in mapping.items()})
 
 
 def apply_cluster_mapping(cluster_map: ImageLike, mapping: Mapping[int | str, int]) -> ImageLike:

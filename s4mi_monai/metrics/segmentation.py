@@ -156,20 +156,32 @@ def matched_segmentation_metrics(
     histograms = _cluster_histograms(cluster_maps, targets, n_clusters, n_classes)
     mapping = _assign_clusters(histograms.sum(axis=0))
     confusions = histograms @ _assignment_matrix(mapping, n_classes)
-    counts = _class_counts(confusions)
-    result = metrics_from_counts(counts[:, 1:], empty_policy)
-    tp, fp, fn = counts.sum(axis=0).T
+    result = metrics_from_counts(_class_counts(confusions)[:, 1:], empty_policy)
+    result.update(all_class_scores(histograms.sum(axis=0), mapping))
+    result["cluster_to_class"] = {str(cluster): cls for cluster, cls in mapping.items()}
+    return result
+
+
+def all_class_scores(histogram: np.ndarray, mapping: dict[int, int]) -> dict[str, Any]:
+    """PiCIE's scores of a (n_classes, n_clusters) split histogram under a {cluster: class or UNMATCHED} mapping.
+
+    ``pixel_accuracy`` = matched pixels / all valid pixels; ``iou_all_classes`` {class: tp / (tp + fp + fn)} for
+    every class, background included (nan for a class in neither ground truth nor prediction), pixels of
+    unmatched clusters counting as misses of their true class; ``miou_all_classes`` = their nanmean.
+    """
+    histogram = np.asarray(histogram, dtype=np.int64)
+    n_classes = histogram.shape[0]
+    matched = (histogram @ _assignment_matrix(mapping, n_classes))[:, :n_classes]
+    tp = np.diag(matched)
+    fp = matched.sum(axis=0) - tp
+    fn = histogram.sum(axis=1) - tp
     iou_all_classes = [ratio_or_nan(t, t + p + n) for t, p, n in zip(tp, fp, fn)]
     defined = [iou for iou in iou_all_classes if not math.isnan(iou)]
-    result.update(
-        {
-            "pixel_accuracy": ratio_or_nan(tp.sum(), histograms.sum()),
-            "miou_all_classes": float(np.mean(defined)) if defined else math.nan,
-            "iou_all_classes": {str(c): iou for c, iou in enumerate(iou_all_classes)},
-            "cluster_to_class": {str(cluster): cls for cluster, cls in mapping.items()},
-        }
-    )
-    return result
+    return {
+        "pixel_accuracy": ratio_or_nan(tp.sum(), histogram.sum()),
+        "iou_all_classes": {str(c): iou for c, iou in enumerate(iou_all_classes)},
+        "miou_all_classes": float(np.mean(defined)) if defined else math.nan,
+    }
 
 
 class SegmentationMetric(EvaluatorMetric):
