@@ -105,6 +105,11 @@ def test_bundle_parses_verifies_and_matches_metadata(name: str):
     if spec.method == "cass":  # one fine-tuning per network: the MONAI train properties live in finetune_<branch>
         for branch in ("cnn", "transformer"):
             assert train.parser.get_parsed_content(f"finetune_{branch}#train#dataset") is not None
+    elif spec.unsupervised:  # PiCIE trains on every training image; the U-Net it initialises lives in `supervised`
+        assert train.parser.get_parsed_content("supervised#train#dataset") is not None
+        picie = train.parser.get_parsed_content("picie#trainer")
+        assert len(picie.data_loader.dataset) == len(train.parser.get_parsed_content("data")["training"])
+        assert all("label" not in item and "mask" not in item for item in picie.data_loader.dataset.data), "no mask in training"
     else:
         assert train.check_properties() == []
         assert train.parser.get_parsed_content("train#dataset") is not None
@@ -253,6 +258,53 @@ def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
     )
     assert ("pretraining already done" in result.stdout + result.stderr) == (name == "dino_isic")
     assert "fine-tuning starts from" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_picie_bundle_end_to_end(tmp_path: Path):
+    """PiCIE without masks, final clustering and matching; evaluate, inference (cluster map and mask), export; then a
+    U-Net fine-tuned from its encoder, which refuses to overwrite the PiCIE model."""
+    root = "bundles/picie_seg_isic"
+    out = tmp_path / "model"
+    _bundle("run", "training", "--config_file", f"{root}/configs/train.json", "--output_dir", str(out), "--pretrain_epochs", "2")
+    for name in ("model.pt", "pretrained_backbone.pt", "picie_network.pt", "test_samples.json", "pretraining/history.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
+    assert metrics["settings"]["label_fraction"] == 0.0 and metrics["validation"] is None
+    assert set(test["cluster_to_class"].values()) == {0, 1} and 0 <= test["miou_all_classes"] <= 1
+    recomputed = to_json_safe(read_samples(out).metrics())
+    assert {key: test[key] for key in recomputed} == recomputed, "test_samples.json reproduces the shared evaluator's metrics"
+    history = json.loads((out / "pretraining" / "history.json").read_text())["epochs"]
+    assert len(history) == 2 and all(epoch["training"]["kmeans_distance_view1"] >= 0 for epoch in history)
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["method"] == "picie" and info["cluster_to_class"] == test["cluster_to_class"]
+
+    (out / "metrics.json").unlink()
+    _bundle("run", "evaluating", "--config_file", "configs/evaluate.json", "--output_dir", str(out), cwd=REPO / root)
+    assert json.loads((out / "metrics.json").read_text())["test"] == test, "evaluate.json scores the saved model as training did"
+
+    predictions = tmp_path / "predictions"
+    new_images = _new_images_folder(tmp_path / "new")
+    _bundle("run", "--config_file", f"{root}/configs/inference.json", "--input_dir", str(new_images), "--output_dir", str(predictions),
+            "--model_path", str(out / "model.pt"))
+    for stem, size in (("wide", (90, 120)), ("tall", (150, 100))):
+        clusters, mask = (np.asarray(Image.open(predictions / f"{stem}_{kind}.png")) for kind in ("clusters", "mask"))
+        assert clusters.shape == mask.shape == size
+        mapping = {255 * int(k): 255 * max(v, 0) for k, v in test["cluster_to_class"].items()}  # K = 2: values 0 and 255
+        np.testing.assert_array_equal(np.vectorize(mapping.get)(clusters), mask)
+    _bundle("ckpt_export", "network_def", "--filepath", str(out / "model.ts"), "--ckpt_file", str(out / "model.pt"), "--meta_file",
+            f"{root}/configs/metadata.json", "--config_file", f"{root}/configs/inference.json", "--model_path", str(out / "model.pt"))
+    assert (out / "model.ts").stat().st_size > 0
+
+    finetune = ["run", "finetune", "--config_file", f"{root}/configs/train.json", "--label_fraction", "0.5", "--max_epochs", "1",
+                "--pretrained_backbone", str(out / "pretrained_backbone.pt")]
+    refused = subprocess.run([sys.executable, "-m", "monai.bundle", *finetune, "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode != 0 and "holds a picie model" in refused.stdout + refused.stderr
+    result = _bundle(*finetune, "--output_dir", str(tmp_path / "unet"))
+    assert "fine-tuning starts from" in result.stdout + result.stderr and "0 missing" in result.stdout + result.stderr
+    unet = json.loads((tmp_path / "unet" / "metrics.json").read_text())
+    assert unet["settings"]["label_fraction"] == 0.5 and unet["settings"]["architecture"] == "resnet_unet"
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from s4mi_monai.metrics import (
     otsu_threshold,
 )
 from s4mi_monai.metrics.segmentation import UNMATCHED
-from s4mi_monai.networks import PiCIENet, ResNetUNet
+from s4mi_monai.networks import PiCIENet, PiCIESegmenter, ResNetUNet
 from s4mi_monai.transforms import PiCIEViews
 
 
@@ -288,9 +288,7 @@ def test_picie_trainer_clusters_then_trains_and_repeats_under_the_same_seed():
 # --- the trained model as a segmentation network ----------------------------------------------------------------
 
 
-def _segmenter(n_clusters: int = 2, **kwargs) -> "PiCIESegmenter":
-    from s4mi_monai.networks import PiCIESegmenter
-
+def _segmenter(n_clusters: int = 2, **kwargs) -> PiCIESegmenter:
     torch.manual_seed(0)
     return PiCIESegmenter(PiCIENet("resnet18"), n_clusters=n_clusters, **kwargs)
 
@@ -343,3 +341,27 @@ def test_cluster_map_writer_saves_the_clusters_and_hands_on_the_matched_mask(tmp
     assert torch.equal(out.as_tensor(), torch.tensor([[1, 0, 0, 0, 0, 1]] * 4).T.unsqueeze(0))
     saved = np.asarray(Image.open(tmp_path / "out" / "new_clusters.png"))
     assert saved.shape == (4, 6) and sorted(np.unique(saved)) == [0, 127, 254]
+
+
+def test_label_free_floors_are_scored_like_a_bundle_run(tmp_path):
+    """Otsu and colour k-means on the demo test split: the files of a run, the report reads them, matching is over the split."""
+    from pathlib import Path
+
+    from s4mi_monai.metrics.samples import read_samples
+    from s4mi_monai.study.floors import label_free_floors
+    from s4mi_monai.study.report import build_report
+
+    datalist = Path(__file__).resolve().parents[1] / "datalists" / "demo_isic2017.json"
+    results = label_free_floors(str(datalist), str(tmp_path), image_size=32, seeds=(0, 1))
+    assert set(results) == {"otsu", "kmeans_colour"}
+    otsu = results["otsu"]
+    assert otsu[0] == otsu[1], "Otsu has no randomness"
+    for floor in results:
+        for seed in (0, 1):
+            folder = tmp_path / floor / f"s{seed}"
+            test = results[floor][seed]
+            recomputed = read_samples(folder).metrics()
+            assert recomputed["iou_per_image_mean"] == pytest.approx(test["iou_per_image_mean"])
+            assert 0 <= test["miou_all_classes"] <= 1 and set(test["cluster_to_class"].values()) == {0, 1}
+    report = build_report([str(tmp_path / "otsu" / "s0"), str(tmp_path / "kmeans_colour" / "s0")], metrics=["iou_per_image_mean"])
+    assert {method for (_, method, _) in report.cells} == {"floor_otsu", "floor_kmeans_colour"}

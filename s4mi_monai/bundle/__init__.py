@@ -160,14 +160,22 @@ def require_model(model_path: str) -> None:
 
 
 def report_test_metrics(
-    evaluator: Any, network: torch.nn.Module, model_path: str, metrics_path: str, settings: Mapping[str, Any], best_saver: Any = None
+    evaluator: Any,
+    network: torch.nn.Module,
+    model_path: str,
+    metrics_path: str,
+    settings: Mapping[str, Any],
+    best_saver: Any = None,
+    extra_test: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Score the selected model (``model_path``) on the test split and write ``metrics.json``."""
+    """Score the selected model (``model_path``) on the test split and write ``metrics.json``.
+
+    ``extra_test``: a method's own test scores (PiCIE's all-class scores), written beside the shared evaluator's."""
     require_model(model_path)
     device = next(network.parameters()).device
     network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     evaluator.run()
-    test = evaluator.state.s4mi_metrics["test_metric"]
+    test = {**evaluator.state.s4mi_metrics["test_metric"], **(extra_test or {})}
     write_test_samples(evaluator, Path(metrics_path).with_name(SAMPLES_FILE))
     validation = None
     if best_saver is not None:
@@ -214,22 +222,78 @@ def with_weights(module: torch.nn.Module, weights: str | None) -> torch.nn.Modul
 
 
 def save_backbone(backbone: torch.nn.Module, path: str) -> None:
-    """Write a pretrained backbone's state dict atomically (the input of ``finetune``)."""
+    """Write a network's (a pretrained backbone's) state dict atomically, on the CPU."""
     from s4mi_monai.handlers.checkpoint import unwrap_module
     from s4mi_monai.io import atomic_torch_save
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu() for key, value in unwrap_module(backbone).state_dict().items()}
     atomic_torch_save(state, path)
-    logger.info("pretrained backbone written to %s", path)
+    logger.info("%s written to %s", type(unwrap_module(backbone)).__name__, path)
 
 
 def load_backbone(network: torch.nn.Module, path: str) -> None:
-    """Initialise a classifier's backbone from a pretraining output (or any local backbone weights)."""
+    """Initialise a network's encoder (a classifier's ``backbone``, a U-Net's ``encoder``) from a pretraining output."""
     from s4mi_monai.networks import load_pretrained
 
-    report = load_pretrained(network.backbone, path)
+    report = load_pretrained(network.backbone if hasattr(network, "backbone") else network.encoder, path)
     logger.info("fine-tuning starts from %s: %s", path, report)
+
+
+def indexed(items: Sequence[Mapping]) -> list[dict]:
+    """Items with their position as ``index``, which keys per-image draws that must repeat within an epoch (PiCIE's views)."""
+    return [{**item, "index": index} for index, item in enumerate(items)]
+
+
+def refuse_to_replace(output_dir: str, method: str) -> None:
+    """Stop before anything trains when ``output_dir`` holds a ``method`` model that this run would overwrite."""
+    import json
+
+    path = Path(output_dir) / MODEL_INFO
+    if path.is_file() and json.loads(path.read_text()).get("method") == method:
+        raise FileExistsError(
+            f"{output_dir} holds a {method} model (model.pt, metrics.json) that fine-tuning would replace; "
+            "pass --output_dir to fine-tune into another folder"
+        )
+
+
+def evaluate_clusters(
+    segmenter: Any,
+    clustering_loader: Any,
+    evaluator: Any,
+    model_path: str,
+    metrics_path: str,
+    settings: Mapping[str, Any],
+    model_info: Mapping[str, Any],
+    matching: str = "hungarian",
+    init_batches: int = 20,
+    n_iter: int = 20,
+    seed: int = 0,
+) -> dict:
+    """PiCIE's evaluation: final centroids from scratch on the images of ``clustering_loader`` (its masks unread),
+    clusters matched to classes over the test split (``matching``), the segmenter (network, centroids and matching)
+    saved as ``model_path`` with its ``model_info.json``, then the test report of :func:`report_test_metrics` with
+    the reference's all-class scores beside the shared evaluator's."""
+    from s4mi_monai.engines import fit_final_centroids, match_clusters
+
+    fit_final_centroids(segmenter, clustering_loader, init_batches, n_iter, seed)
+    _, scores = match_clusters(segmenter, evaluator.data_loader, matching)
+    save_backbone(segmenter, model_path)
+    write_model_info(os.path.dirname(model_path), {**model_info, "matching": matching, "cluster_to_class": scores["cluster_to_class"]})
+    logger.info("clusters matched to classes on the test split: %s", scores["cluster_to_class"])
+    return report_test_metrics(evaluator, segmenter, model_path, metrics_path, settings, extra_test=scores)
+
+
+def report_cluster_metrics(
+    segmenter: Any, evaluator: Any, model_path: str, metrics_path: str, settings: Mapping[str, Any], model_info: Mapping[str, Any]
+) -> dict:
+    """Score a saved PiCIE segmenter on the test split with the matching saved beside it (``evaluate.json``)."""
+    from s4mi_monai.engines import match_clusters
+
+    require_model(model_path)
+    segmenter.load_state_dict(torch.load(model_path, map_location=segmenter.centroids.device, weights_only=True))
+    _, scores = match_clusters(segmenter, evaluator.data_loader, model_info.get("matching", "hungarian"), model_info["cluster_to_class"])
+    return report_test_metrics(evaluator, segmenter, model_path, metrics_path, settings, extra_test=scores)
 
 
 def pretrain(trainer: Any, run_handlers: Sequence[Any], backbones: Sequence[tuple[torch.nn.Module, str]], skip_if_done: bool = False) -> None:

@@ -38,6 +38,19 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
                 "channel_def": {str(k): name for k, name in enumerate(classes)},
             }
         }
+    elif spec.unsupervised:
+        outputs = {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": 2,
+                "spatial_shape": ["32*n", "32*n"],
+                "dtype": "float32",
+                "value_range": [-1, 1],
+                "is_onehot": False,
+                "channel_def": {"0": "cluster 0", "1": "cluster 1"},
+            }
+        }
     else:
         outputs = {
             "pred": {
@@ -73,15 +86,23 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         "copyright": "Copyright (c) 2026 s4mi-monai authors",
         "data_source": "Generated demo data by default; prepare real data with `s4mi prepare`.",
         "data_type": "png/jpeg",
-        "image_classes": "RGB, 3 channels, scaled to [0, 1] then ImageNet-normalised",
+        "image_classes": "RGB, 3 channels, scaled to [0, 1]" + ("" if spec.unsupervised else " then ImageNet-normalised"),
         "label_classes": ", ".join(classes) if spec.task == "classification" else "0 background, 1 foreground",
-        "pred_classes": ", ".join(classes) if spec.task == "classification" else "0 background, 1 foreground",
+        "pred_classes": _predicted_classes(spec, classes),
         "intended_use": "Research use only; not for clinical diagnosis.",
         "references": [
             "Singh et al., Shifting to Machine Supervision: annotation-efficient semi and self-supervised learning for automatic medical image segmentation and classification, Scientific Reports 2024"
         ],
         "network_data_format": {"inputs": inputs, "outputs": outputs},
     }
+
+
+def _predicted_classes(spec: BundleSpec, classes: list[str]) -> str:
+    if spec.task == "classification":
+        return ", ".join(classes)
+    if spec.unsupervised:
+        return "cluster scores; inference maps clusters to 0 background, 1 foreground with the matching saved with the model"
+    return "0 background, 1 foreground"
 
 
 LOGGING_CONF = """[loggers]

@@ -264,13 +264,15 @@ def evaluation_definitions(spec: BundleSpec) -> dict[str, Any]:
     return {"postprocessing": postprocessing(spec), "metric": metric(spec, "@selection_metric")}
 
 
-def evaluation_data(spec: BundleSpec, split: str, section: str) -> dict[str, Any]:
+def evaluation_data(
+    spec: BundleSpec, split: str, section: str, transform: str = "$monai.transforms.Compose(@preprocessing + @normalization)"
+) -> dict[str, Any]:
     """The dataset and loader of a split scored at evaluation (``section``: the reference of where they live)."""
     return {
         "dataset": {
             "_target_": "CacheDataset",
             "data": items(spec, split),
-            "transform": "$monai.transforms.Compose(@preprocessing + @normalization)",
+            "transform": transform,
             "cache_rate": 1.0,
             "progress": False,
         },

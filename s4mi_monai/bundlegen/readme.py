@@ -73,7 +73,38 @@ CROSS_TEACHING = (
 )
 
 
+PICIE = (
+    "- No mask is read in training: PiCIE (Cho et al., CVPR 2021) learns from clusters of its own pixel embeddings, on every "
+    "training image.\n"
+    "- Network: `s4mi_monai.networks.PiCIENet`, a MONAI ResNet (`--encoder resnet34`, or `resnet18`; standard stem; optional "
+    "local ImageNet weights, `--pretrained_weights PATH`) with a Panoptic-FPN decoder (1x1 laterals to 128 channels, top-down "
+    "bilinear upsample-and-add, no smoothing) giving a stride-4, 128-d map, L2-normalised per pixel.\n"
+    "- Each epoch (`s4mi_monai.handlers.PiCIEClustering`, before the epoch, on the training device): two views of every image, "
+    "drawn once per image and epoch; photometric jitter on both (brightness, contrast, saturation, hue, grayscale p = 0.2 - the "
+    "grayscale the reference meant to apply but never did - and blur); the geometric transform (random resized crop, scale "
+    "`--min_scale` to 1, and flip) on the input of view 1 and on the feature map of view 2; mini-batch k-means of all pixels "
+    "of each view in torch (`--n_clusters`, K = 2 as S4MI; initial centroids by k-means++ on the first `--kmeans_init_batches` "
+    "batches, `--kmeans_iterations` Lloyd steps, then running updates). Then one pass of training "
+    "(`s4mi_monai.engines.PiCIETrainer`) against the frozen centroids: within-view and cross-view cross-entropy "
+    "(`s4mi_monai.losses.PiCIELoss`), weighted by the cluster frequencies as the reference (`--cluster_weighting frequency`; "
+    "`inverse_frequency` or `none` as switches: frequency weighting is what S4MI trained with, and it lets the dominant "
+    "cluster dominate the loss).\n"
+    "- Recipe (S4MI fork): Adam lr 1e-4, step decay x0.502 every 5 epochs, 50 epochs, batch 64; RGB input (`--grayscale_input "
+    "true` for S4MI's 3-channel gray), no ImageNet normalisation. S4MI trained at 480 px (`--image_size 480`); the default "
+    "is 224 like the other segmentation bundles.\n"
+    "- Evaluation (the reference's protocol): final centroids from scratch on the validation images (their masks are not "
+    "read), each test pixel assigned to its best centroid (inner product, upsampled bilinearly), clusters matched to classes "
+    "over the whole test split (`--cluster_matching hungarian`, one-to-one with `scipy.optimize.linear_sum_assignment`; "
+    "`majority`, each cluster to its majority class, for K > 2). The matching is saved with the model, so inference needs no "
+    "labels.\n"
+    "- Fine-tuning (`run finetune`): the PiCIE encoder initialises the supervised ResNet U-Net of `supervised_seg` at any "
+    "`--label_fraction`, so PiCIE also enters the label-efficiency comparison as a pretraining method."
+)
+
+
 def _method(spec: BundleSpec) -> str:
+    if spec.unsupervised:
+        return PICIE
     if spec.semi_supervised:
         return (
             CROSS_TEACHING + f"\n- Fair baselines: `supervised_seg_{spec.profile.name}` trains the same networks on the masks only "
@@ -131,15 +162,28 @@ def _metrics(spec: BundleSpec) -> str:
             "code computed it (micro recall, logged there as F1) is reported as `reference_micro_recall_as_f1`. Undefined values "
             "(an AUC for a class absent from the split) are `null` and named in `*_undefined`."
         )
+    picie = (
+        " For PiCIE, on the matched masks, plus the reference's scores: `pixel_accuracy`, `iou_all_classes` and their mean "
+        "`miou_all_classes` (background included), the `cluster_to_class` matching and the `cluster_histogram`."
+        if spec.unsupervised
+        else ""
+    )
     return (
         "`metrics.json` holds the test-split metrics of the shared evaluator (`s4mi_monai.metrics.segmentation_metrics`): "
         "foreground IoU and Dice pooled over the split (`iou_pooled`, `dice_pooled`) and averaged per image "
         "(`iou_per_image_mean`, `dice_per_image_mean`). Images whose ground truth is empty are counted (`n_empty_gt`) and scored "
-        "separately (`empty_gt_correct_rate`), not silently scored 0."
+        "separately (`empty_gt_correct_rate`), not silently scored 0." + picie
     )
 
 
 def _ssl_overrides(spec: BundleSpec) -> str:
+    if spec.unsupervised:
+        return (
+            "\nPiCIE: `--pretrain_epochs N`, `--pretrain_batch_size N`, `--pretrain_lr LR`, `--n_clusters K`, "
+            "`--cluster_weighting frequency|inverse_frequency|none`, `--cluster_matching hungarian|majority`, "
+            "`--kmeans_init_batches N`, `--kmeans_iterations N`, `--min_scale S`, `--grayscale_input true|false`, "
+            "`--pretrained_backbone FILE` (the encoder `finetune` starts from), `--channels_last true|false`."
+        )
     if spec.semi_supervised:
         return (
             "\nCross teaching: `--labeled_batch_size N`, `--unlabeled_batch_size N`, `--consistency W`, `--consistency_ramp F`, "
@@ -163,6 +207,15 @@ def _ssl_overrides(spec: BundleSpec) -> str:
 
 
 def _ssl_outputs(spec: BundleSpec) -> str:
+    if spec.unsupervised:
+        return (
+            "\nPiCIE's `training` writes `pretrained_backbone.pt` (the encoder, for `finetune`), `picie_network.pt` (encoder and "
+            "decoder), `pretraining/` (history with the k-means distances, curves, TensorBoard), and `model.pt`: the network with "
+            "its final centroids and the matching, with `model_info.json` (`cluster_to_class`), `metrics.json` and "
+            "`test_samples.json`. There is no validation-based selection (that would read masks): the model is the last epoch's. "
+            "`finetune` writes the U-Net's `model.pt`, `metrics.json`, `history.json` in its own `--output_dir` (it refuses to "
+            "overwrite a PiCIE model); evaluate such a U-Net with `supervised_seg_*/configs/evaluate.json`."
+        )
     if spec.semi_supervised:
         return (
             "\nEach network's selected weights, `model_info.json` and test `metrics.json` are in `cnn/` and `transformer/`; "
@@ -219,6 +272,17 @@ def _max_iterations(spec: BundleSpec) -> str:
     )
 
 
+def _train_command(spec: BundleSpec, root: str, datalist: str, fraction: str, fraction_words: str, paper: str) -> str:
+    """The first command of the README: the method at the paper setting on the user's data."""
+    if spec.unsupervised:
+        return f"""# train at the S4MI setting on your data (no masks read; --image_size 480 as S4MI, 224 by default)
+python -m monai.bundle run training --config_file {root}/configs/train.json \\
+    --datalist {datalist} --image_size 224 --pretrain_epochs 50"""
+    return f"""# train at the paper setting on your data ({fraction_words} of the labels; any fraction works)
+python -m monai.bundle run training --config_file {root}/configs/train.json \\
+    --datalist {datalist} --label_fraction {fraction} {paper}"""
+
+
 def _fair_baselines(spec: BundleSpec, root: str, datalist: str, fraction: str) -> str:
     """Commands of the fair comparisons: equal optimiser steps for every bundle, equal networks for the supervised ones."""
     # SSL4MIS fixes 30,000 iterations for cross teaching; the classification references fix epochs
@@ -256,6 +320,7 @@ GENERATOR_MODULES = {
     "supervised": "s4mi_monai/bundlegen/supervised.py",
     "self_supervised": "s4mi_monai/bundlegen/self_supervised.py",
     "semi_supervised": "s4mi_monai/bundlegen/crossteach.py",
+    "unsupervised": "s4mi_monai/bundlegen/unsupervised.py",
 }
 
 
@@ -306,6 +371,19 @@ python -m monai.bundle ckpt_export network_def --filepath {root}/models/transfor
     --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root} \\
     --predict_with transformer --use_trace true --input_shape "[1, 3, 224, 224]"
 """
+    if spec.unsupervised:
+        stages = f"""
+# one stage at a time: PiCIE only (writes the encoder), then a supervised U-Net from it at any label fraction
+python -m monai.bundle run pretrain --config_file {root}/configs/train.json --datalist {{datalist}} --output_dir results/picie
+python -m monai.bundle run finetune --config_file {root}/configs/train.json --datalist {{datalist}} --label_fraction 0.1 \\
+    --pretrained_backbone results/picie/pretrained_backbone.pt --output_dir results/picie_finetune_10
+
+# throughput: clustering (pixels/s), PiCIE training and fine-tuning steps (images/s, step time, peak memory)
+python -m monai.bundle run benchmark --config_file {root}/configs/train.json --datalist {{datalist}}
+
+# label-free floors scored the same way (Otsu, k-means on colours), to compare with `s4mi report`
+s4mi floors {{datalist}} --out results/floors --image_size 224
+"""
     if spec.self_supervised:
         pretrained = (
             "--pretrained_cnn_backbone CNN.pt --pretrained_transformer_backbone TRANSFORMER.pt"
@@ -330,7 +408,8 @@ python -m monai.bundle run benchmark --config_file {root}/configs/train.json --d
         "one `predictions.csv` with the class probabilities and the predicted class per image"
         if spec.task == "classification"
         else (
-            "`<image>_mask.png` (0/255) and `<image>_overlay.png` per image, at the image's own size"
+            ("`<image>_clusters.png` (the cluster map), " if spec.unsupervised else "")
+            + "`<image>_mask.png` (0/255) and `<image>_overlay.png` per image, at the image's own size"
             + (
                 " (whole slides are rescaled like the training tiles and predicted with a sliding window)"
                 if spec.profile.slide_scale
@@ -374,10 +453,8 @@ and levels, unknown labels) and lists all problems at once.
 ## Commands
 
 ```bash
-# train at the paper setting on your data ({fraction_words} of the labels; any fraction works)
-python -m monai.bundle run training --config_file {root}/configs/train.json \\
-    --datalist {datalist} --label_fraction {fraction} {paper}
-{_fair_baselines(spec, root, datalist, fraction)}{stages.format(datalist=datalist)}
+{_train_command(spec, root, datalist, fraction, fraction_words, paper)}
+{"" if spec.unsupervised else _fair_baselines(spec, root, datalist, fraction)}{stages.format(datalist=datalist)}
 # a killed run resumes from its last epoch when the same command is run again
 # evaluate the trained model on the test split (writes metrics.json)
 python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json --datalist {datalist}

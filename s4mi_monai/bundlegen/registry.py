@@ -18,7 +18,7 @@ class Method:
 
     name: str  # e.g. "supervised_cls"
     task: str  # "classification" | "segmentation"
-    family: str  # "supervised" | "self_supervised" | "semi_supervised"
+    family: str  # "supervised" | "self_supervised" | "semi_supervised" | "unsupervised"
     description: str
 
 
@@ -37,6 +37,12 @@ METHODS = (
         "segmentation",
         "semi_supervised",
         "Semi-supervised cross teaching between a CNN U-Net and a Swin-UNet, on a fraction of the masks",
+    ),
+    Method(
+        "picie_seg",
+        "segmentation",
+        "unsupervised",
+        "Unsupervised segmentation by PiCIE (pixel clustering with invariance and equivariance), no masks in training",
     ),
 )
 
@@ -72,10 +78,14 @@ class BundleSpec:
     def semi_supervised(self) -> bool:
         return self.method_info.family == "semi_supervised"
 
+    @property
+    def unsupervised(self) -> bool:
+        return self.method_info.family == "unsupervised"
+
 
 def _bundle_order() -> list[BundleSpec]:
-    """Supervised bundles first, then self-supervised, then semi-supervised; datasets in profile order within each."""
-    families = ("supervised", "self_supervised", "semi_supervised")
+    """Supervised bundles first, then self-, semi- and unsupervised; datasets in profile order within each."""
+    families = ("supervised", "self_supervised", "semi_supervised", "unsupervised")
     return [
         BundleSpec(method, profile)
         for family in families

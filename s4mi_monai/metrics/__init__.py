@@ -28,6 +28,7 @@ from s4mi_monai.metrics.segmentation import (
     hungarian_match,
     matched_segmentation_metrics,
     metrics_from_counts,
+    per_image_counts,
     segmentation_metrics,
 )
 from s4mi_monai.metrics.statistics import (
@@ -62,6 +63,7 @@ __all__ = [
     "kmeans_colour_segmentation",
     "matched_segmentation_metrics",
     "metrics_from_counts",
+    "per_image_counts",
     "otsu_segmentation",
     "otsu_threshold",
     "paired_bootstrap",

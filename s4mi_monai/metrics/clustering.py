@@ -28,7 +28,6 @@ Floors, label-free baselines that a learnt method must beat (each returns a labe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -97,12 +97,19 @@ def segmentation_metrics(
     ``n_empty_gt``, ``empty_gt_correct_rate``, ``reference_iou_mean_over_all_images`` and ``per_class``.
     """
     _check_options(empty_policy, num_classes)
+    return metrics_from_counts(per_image_counts(predictions, targets, num_classes), empty_policy)
+
+
+def per_image_counts(predictions: Sequence[ImageLike], targets: Sequence[ImageLike], num_classes: int = 2) -> np.ndarray:
+    """(n_images, num_classes - 1, 3) ``[tp, fp, fn]`` of every foreground class in every image: the per-image records
+    (``test_samples.json``) that :func:`metrics_from_counts` turns into the metrics."""
     _check_lengths(predictions, targets)
-    counts = [
-        _foreground_counts(prediction, target, num_classes, f"at index {index}")
-        for index, (prediction, target) in enumerate(zip(predictions, targets))
-    ]
-    return metrics_from_counts(np.stack(counts), empty_policy)
+    return np.stack(
+        [
+            _foreground_counts(prediction, target, num_classes, f"at index {index}")
+            for index, (prediction, target) in enumerate(zip(predictions, targets))
+        ]
+    )
 
 
 def metrics_from_counts(counts: np.ndarray, empty_policy: str = "report") -> dict[str, Any]:

@@ -33,12 +33,17 @@ class FPNDecoder(nn.Module):
 
     def __init__(self, in_channels: tuple[int, int, int, int], out_channels: int = 128) -> None:
         super().__init__()
-        self.laterals = nn.ModuleList(nn.Conv2d(channels, out_channels, kernel_size=1) for channels in in_channels)
+        # top-down order, coarsest level first (a plain loop over a ModuleList keeps the decoder scriptable)
+        self.laterals = nn.ModuleList(nn.Conv2d(channels, out_channels, kernel_size=1) for channels in reversed(in_channels))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        decoded = self.laterals[-1](features[-1])
-        for lateral, skip in zip(self.laterals[-2::-1], features[-2::-1]):
-            decoded = F.interpolate(decoded, size=skip.shape[-2:], mode="bilinear", align_corners=False) + lateral(skip)
+        decoded = features[-1]
+        for level, lateral in enumerate(self.laterals):
+            skip = features[len(features) - 1 - level]
+            if level == 0:
+                decoded = lateral(skip)
+            else:
+                decoded = F.interpolate(decoded, size=skip.shape[-2:], mode="bilinear", align_corners=False) + lateral(skip)
         return decoded
 
 
@@ -69,7 +74,7 @@ class PiCIENet(nn.Module):
         self.output_stride = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, *stages = self.encoder.feature_maps(x)
+        stages = self.encoder.feature_maps(x)[1:]
         return F.normalize(self.decoder(stages), dim=1)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
