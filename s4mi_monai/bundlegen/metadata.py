@@ -38,20 +38,9 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
                 "channel_def": {str(k): name for k, name in enumerate(classes)},
             }
         }
-    elif spec.unsupervised:
-        outputs = {
-            "pred": {
-                "type": "image",
-                "format": "segmentation",
-                "num_channels": 2,
-                "spatial_shape": ["32*n", "32*n"],
-                "dtype": "float32",
-                "value_range": [-1, 1],
-                "is_onehot": False,
-                "channel_def": {"0": "cluster 0", "1": "cluster 1"},
-            }
-        }
     else:
+        clusters = spec.unsupervised  # PiCIE's network outputs cluster scores; inference maps them to classes
+        channels = {"0": "background", "1": "lesion" if not spec.profile.slide_scale else "cells"}
         outputs = {
             "pred": {
                 "type": "image",
@@ -59,9 +48,9 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
                 "num_channels": 2,
                 "spatial_shape": ["32*n", "32*n"],
                 "dtype": "float32",
-                "value_range": [0, 1],
+                "value_range": [-1, 1] if clusters else [0, 1],
                 "is_onehot": False,
-                "channel_def": {"0": "background", "1": "lesion" if not spec.profile.slide_scale else "cells"},
+                "channel_def": {"0": "cluster 0", "1": "cluster 1"} if clusters else channels,
             }
         }
     return {

@@ -163,6 +163,17 @@ def loading(spec: BundleSpec, with_label: bool) -> list[dict[str, Any]]:
     return steps
 
 
+def uint8_images(size: str) -> list[dict[str, Any]]:
+    """Decode each image once as RGB, channel first, resized to ``size`` x ``size`` and cached as uint8: label-free
+    training augments whole batches on the training device (DINO, CASS and PiCIE views)."""
+    return [
+        {"_target_": "LoadImaged", "keys": "image", "reader": "$s4mi_monai.transforms.rgb_reader()", "image_only": True},
+        {"_target_": "EnsureChannelFirstd", "keys": "image", "channel_dim": -1},
+        {"_target_": "Resized", "keys": "image", "spatial_size": [size, size], "mode": "area"},
+        {"_target_": "EnsureTyped", "keys": "image", "data_type": "tensor", "dtype": "$torch.uint8", "track_meta": False},
+    ]
+
+
 SCALE_TO_UNIT = {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
 
 

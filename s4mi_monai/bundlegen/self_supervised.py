@@ -82,17 +82,7 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
 def _ssl_data() -> dict[str, Any]:
     """Every training image, labeled or not (never validation or test), decoded once and cached as uint8."""
     return {
-        "preprocessing": [
-            {"_target_": "LoadImaged", "keys": "image", "reader": "$s4mi_monai.transforms.rgb_reader()", "image_only": True},
-            {"_target_": "EnsureChannelFirstd", "keys": "image", "channel_dim": -1},
-            {
-                "_target_": "Resized",
-                "keys": "image",
-                "spatial_size": ["$@pretrain_image_size * 8 // 7", "$@pretrain_image_size * 8 // 7"],
-                "mode": "area",
-            },
-            {"_target_": "EnsureTyped", "keys": "image", "data_type": "tensor", "dtype": "$torch.uint8", "track_meta": False},
-        ],
+        "preprocessing": parts.uint8_images("$@pretrain_image_size * 8 // 7"),
         "dataset": {
             "_target_": "CacheDataset",
             "data": "$s4mi_monai.bundle.unlabeled_items(@data, 'training')",

@@ -52,12 +52,7 @@ def _knobs(spec: BundleSpec) -> dict[str, Any]:
 def _picie_section() -> dict[str, Any]:
     """Every training image (labeled or not; never a mask) at the training size, as uint8; the network and trainer."""
     return {
-        "preprocessing": [
-            {"_target_": "LoadImaged", "keys": "image", "reader": "$s4mi_monai.transforms.rgb_reader()", "image_only": True},
-            {"_target_": "EnsureChannelFirstd", "keys": "image", "channel_dim": -1},
-            {"_target_": "Resized", "keys": "image", "spatial_size": ["@image_size", "@image_size"], "mode": "area"},
-            {"_target_": "EnsureTyped", "keys": "image", "data_type": "tensor", "dtype": "$torch.uint8", "track_meta": False},
-        ],
+        "preprocessing": parts.uint8_images("@image_size"),
         "dataset": {
             "_target_": "CacheDataset",
             "data": "$s4mi_monai.bundle.indexed(s4mi_monai.bundle.unlabeled_items(@data, 'training'))",
