@@ -59,6 +59,7 @@ def test_pretrained_outputs_are_read_from_the_bundle():
         "pretrained_cnn_backbone": "pretrained_cnn_backbone.pt",
         "pretrained_transformer_backbone": "pretrained_transformer_backbone.pt",
     }
+    assert pretrained_outputs(REPO / "bundles/picie_seg_isic/configs/train.json") == {"pretrained_backbone": "pretrained_backbone.pt"}
     assert pretrained_outputs(REPO / "bundles/supervised_cls_isic/configs/train.json") == {}
 
 
