@@ -177,14 +177,17 @@ class S4MI:
             raise SystemExit(1)
         return summary
 
-    def floors(self, datalist: str, out: str, split: str = "test", image_size: int = 224, seeds: str | int = "0") -> str:
+    def floors(
+        self, datalist: str, out: str, split: str = "test", image_size: int = 224, seeds: str | int | Sequence[int] = "0"
+    ) -> str:
         """Label-free floors for unsupervised segmentation (Otsu, k-means on colours), scored like a bundle run.
 
         Writes ``<out>/<floor>/s<seed>/metrics.json`` and ``test_samples.json``, to compare with ``s4mi report``.
         """
         from s4mi_monai.study.floors import label_free_floors
 
-        chosen = tuple(int(seed) for seed in str(seeds).split(","))
+        # fire reads "--seeds 0,1,2" as a tuple and "--seeds 0" as an int
+        chosen = tuple(int(seed) for seed in (seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(",")))
         results = label_free_floors(datalist, out, split=split, image_size=image_size, seeds=chosen)
         lines = [f"{'floor':<15} {'seed':>4} {'iou_per_image_mean':>19} {'miou_all_classes':>17} {'pixel_accuracy':>15}"]
         for floor, by_seed in results.items():

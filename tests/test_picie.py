@@ -281,6 +281,8 @@ def test_picie_trainer_clusters_then_trains_and_repeats_under_the_same_seed():
     for frequencies in trainer.state.cluster_frequencies:
         assert frequencies.sum() == pytest.approx(1.0)
     assert trainer.state.metrics["kmeans_distance_view1"] >= 0
+    smallest = min(float(frequencies.min()) for frequencies in trainer.state.cluster_frequencies)
+    assert trainer.state.metrics["smallest_cluster_share"] == pytest.approx(smallest)
     again, _ = _picie_run()
     assert again == losses
 
@@ -365,3 +367,24 @@ def test_label_free_floors_are_scored_like_a_bundle_run(tmp_path):
             assert 0 <= test["miou_all_classes"] <= 1 and set(test["cluster_to_class"].values()) == {0, 1}
     report = build_report([str(tmp_path / "otsu" / "s0"), str(tmp_path / "kmeans_colour" / "s0")], metrics=["iou_per_image_mean"])
     assert {method for (_, method, _) in report.cells} == {"floor_otsu", "floor_kmeans_colour"}
+
+
+def test_a_degenerate_clustering_is_warned_about(caplog):
+    from s4mi_monai.handlers import PiCIEClustering
+
+    class Engine:
+        class state:
+            epoch = 3
+            metrics: dict = {}
+
+        views = None
+
+    handler = PiCIEClustering()
+    engine = Engine()
+    engine.views = type("Views", (), {"reshuffle": lambda self, epoch: None})()
+    kmeans = type("KMeans", (), {"centroids": torch.zeros(2, 4), "counts": torch.tensor([99.0, 1.0]), "mean_squared_distance": 0.1})
+    handler.cluster = lambda engine: (kmeans, kmeans)
+    with caplog.at_level("WARNING", logger="s4mi_monai"):
+        handler(engine)
+    assert engine.state.metrics["smallest_cluster_share"] == pytest.approx(0.01)
+    assert "smallest cluster holds 1.0 %" in caplog.text

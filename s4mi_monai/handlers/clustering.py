@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,11 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from s4mi_monai.clustering import MiniBatchKMeans
+
+logger = logging.getLogger("s4mi_monai")
+
+DEGENERATE_SHARE = 0.02
+"""A cluster holding less than this share of the pixels makes the clustering degenerate (warned about)."""
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -39,7 +45,9 @@ class PiCIEClustering:
       during the pass (the reference recounts them in a further pass with the final centroids; the two differ
       only by the pixels assigned while the centroids still moved);
     - ``metrics["kmeans_distance_view1"]``/``["kmeans_distance_view2"]``: mean squared distance of a pixel to its
-      centroid (the reference's k-means loss); ``metrics["clustered_pixels"]``: the pixels clustered, both views.
+      centroid (the reference's k-means loss); ``metrics["clustered_pixels"]``: the pixels clustered, both views;
+    ``metrics["smallest_cluster_share"]``: the smallest cluster's share of a view's pixels, with a warning below
+    :data:`DEGENERATE_SHARE` (the clustering has collapsed towards one cluster).
 
     The k-means draws are seeded by (``seed``, epoch), so a resumed run clusters as the uninterrupted one. The
     initial batches' embeddings stay on the device until the initial k-means: ``init_batches · B · h · w · D · 4``
@@ -73,6 +81,15 @@ class PiCIEClustering:
         for number, kmeans in enumerate(views, start=1):
             engine.state.metrics[f"kmeans_distance_view{number}"] = kmeans.mean_squared_distance
         engine.state.metrics["clustered_pixels"] = int(sum(kmeans.counts.sum().item() for kmeans in views))
+        smallest = min(float(frequencies.min()) for frequencies in engine.state.cluster_frequencies)
+        engine.state.metrics["smallest_cluster_share"] = smallest
+        if smallest < DEGENERATE_SHARE:
+            logger.warning(
+                "epoch %d: the smallest cluster holds %.1f %% of the pixels: the clustering is close to one cluster "
+                "(try --cluster_weighting inverse_frequency, or more epochs)",
+                engine.state.epoch,
+                100 * smallest,
+            )
 
     @torch.no_grad()
     def cluster(self, engine: PiCIETrainer) -> tuple[MiniBatchKMeans, MiniBatchKMeans]:
