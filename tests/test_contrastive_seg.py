@@ -171,7 +171,7 @@ def test_losses_stay_fp32_under_bf16_autocast():
 # networks
 
 
-@pytest.mark.parametrize(("name", "global_shape"), [("unet", (2, 32, 4, 6)), ("ssl4mis_unet", (2, 64, 2, 3))])
+@pytest.mark.parametrize(("name", "global_shape"), [("contrastive_unet", (2, 32, 4, 6)), ("ssl4mis_unet", (2, 64, 2, 3))])
 def test_three_modes_and_heads_give_their_shapes(name: str, global_shape: tuple[int, ...]):
     network = build_contrastive_network(name, in_channels=3, out_channels=3, features=4).eval()
     images = torch.rand(2, 3, 32, 48)
@@ -195,7 +195,7 @@ def test_contrastive_unet_refuses_sides_that_are_not_multiples_of_16():
 
 @pytest.mark.parametrize(
     ("name", "global_prefixes", "head_prefix"),
-    [("unet", ("encoder.", "centre."), "segmentation_head."), ("ssl4mis_unet", ("encoder.",), "out_conv.")],
+    [("contrastive_unet", ("encoder.", "centre."), "segmentation_head."), ("ssl4mis_unet", ("encoder.",), "out_conv.")],
 )
 def test_stage_weights_transfer_by_name_without_the_heads(name: str, global_prefixes: tuple[str, ...], head_prefix: str, tmp_path):
     torch.manual_seed(0)

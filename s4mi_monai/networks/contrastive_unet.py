@@ -15,7 +15,7 @@ stage to stage by name: ``encoder_state_dict()`` (what ``encode_global`` uses) f
 
 Backbones (:func:`build_contrastive_network`):
 
-- ``"unet"``, :class:`ContrastiveUNet`: the reference ``networks/unet_con.py`` U-Net;
+- ``"contrastive_unet"``, :class:`ContrastiveUNet`: the reference ``networks/unet_con.py`` U-Net;
 - ``"ssl4mis_unet"``, :class:`SSL4MISContrastiveUNet`: the cross-teaching CNN with the three methods; its
   ``state_dict`` is that of :class:`~s4mi_monai.networks.unet.SSL4MISUNet`, which stage 3 may train instead.
 """
@@ -40,7 +40,7 @@ __all__ = [
     "build_contrastive_network",
 ]
 
-CONTRASTIVE_BACKBONES = ("unet", "ssl4mis_unet")
+CONTRASTIVE_BACKBONES = ("contrastive_unet", "ssl4mis_unet")
 LEAKY_RELU = ("leakyrelu", {"negative_slope": 0.01})
 
 
@@ -231,11 +231,11 @@ class LocalProjectionHead(nn.Module):
 
 
 def build_contrastive_network(
-    name: str = "unet", in_channels: int = 3, out_channels: int = 2, features: int | None = None
+    name: str = "contrastive_unet", in_channels: int = 3, out_channels: int = 2, features: int | None = None
 ) -> ContrastiveUNet | SSL4MISContrastiveUNet:
-    """The backbone ``name`` (``"unet"`` or ``"ssl4mis_unet"``) with ``features`` channels at its first level
-    (default: 64 for ``"unet"``, as the reference; 16 for ``"ssl4mis_unet"``, as cross teaching)."""
-    if name == "unet":
+    """The backbone ``name`` (``"contrastive_unet"`` or ``"ssl4mis_unet"``) with ``features`` channels at its first level
+    (default: 64 for ``"contrastive_unet"``, as the reference; 16 for ``"ssl4mis_unet"``, as cross teaching)."""
+    if name == "contrastive_unet":
         return ContrastiveUNet(in_channels, out_channels, 64 if features is None else features)
     if name == "ssl4mis_unet":
         first = 16 if features is None else features
