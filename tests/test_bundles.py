@@ -231,9 +231,7 @@ def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
     assert metrics["settings"]["label_fraction"] == 0.1 and metrics["settings"]["pretraining"]["pretrain_epochs"] == 3
     history = json.loads((out / "pretraining" / "history.json").read_text())["epochs"]
     assert len(history) == 3 and all(0 <= epoch["training"]["embedding_collapse"] <= 1 for epoch in history)
-    pretrained = (
-        ["pretrained_backbone.pt"] if name == "dino_isic" else ["pretrained_cnn_backbone.pt", "pretrained_transformer_backbone.pt"]
-    )
+    pretrained = ["pretrained_backbone.pt"] if name == "dino_isic" else ["pretrained_cnn_backbone.pt", "pretrained_transformer_backbone.pt"]
     for file_name in pretrained:
         assert torch.load(out / file_name, weights_only=True), file_name
     if name == "dino_isic":
@@ -258,6 +256,41 @@ def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
     )
     assert ("pretraining already done" in result.stdout + result.stderr) == (name == "dino_isic")
     assert "fine-tuning starts from" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_contrastive_segmentation_bundle_end_to_end(tmp_path: Path):
+    """Global, local, fine-tuning and the test report; evaluate, inference, export; a restart skips finished stages."""
+    name = "contrast_seg_isic"
+    metrics, predictions = _run_family(name, tmp_path)
+    out = tmp_path / "model"
+    assert metrics["settings"]["pretraining"]["pretraining"] == "global_local" and metrics["settings"]["label_fraction"] == 0.1
+    assert json.loads((out / "model_info.json").read_text())["architecture"] == "contrastive_unet"
+    for stage in ("global", "local"):
+        assert (out / f"pretrained_{stage}_backbone.pt").is_file()
+        history = json.loads((out / f"pretraining_{stage}" / "history.json").read_text())["epochs"]
+        assert len(history) == 2 and all(epoch["loss"] is not None for epoch in history)
+    assert sorted(p.name for p in predictions.glob("*_mask.png")) == ["tall_mask.png", "wide_mask.png"]
+    result = _bundle(
+        "run", "training", "--config_file", f"bundles/{name}/configs/train.json", "--output_dir", str(out), "--max_epochs", "1"
+    )
+    log = result.stdout + result.stderr
+    assert log.count("pretraining already done") == 2 and "starts from the features of" in log
+
+
+@pytest.mark.parametrize(
+    ("pretraining", "stages", "start"),
+    [("global_local", (True, True), "features"), ("global", (True, False), "encoder"), ("none", (False, False), None)],
+)
+def test_contrastive_pretraining_knob_picks_the_stages(pretraining: str, stages: tuple[bool, bool], start: str | None):
+    from s4mi_monai.bundle import contrastive_stage, finetuning_start
+
+    assert (contrastive_stage(pretraining, "global"), contrastive_stage(pretraining, "local")) == stages
+    path, part = finetuning_start(pretraining, "global.pt", "local.pt")
+    assert (path is None) == (start is None) and (start is None or part == start)
+    assert contrastive_stage("global_unsupervised_local", "local")
+    with pytest.raises(ValueError, match="--pretraining"):
+        contrastive_stage("local", "global")
 
 
 @pytest.mark.slow
@@ -286,20 +319,53 @@ def test_picie_bundle_end_to_end(tmp_path: Path):
 
     predictions = tmp_path / "predictions"
     new_images = _new_images_folder(tmp_path / "new")
-    _bundle("run", "--config_file", f"{root}/configs/inference.json", "--input_dir", str(new_images), "--output_dir", str(predictions),
-            "--model_path", str(out / "model.pt"))
+    _bundle(
+        "run",
+        "--config_file",
+        f"{root}/configs/inference.json",
+        "--input_dir",
+        str(new_images),
+        "--output_dir",
+        str(predictions),
+        "--model_path",
+        str(out / "model.pt"),
+    )
     for stem, size in (("wide", (90, 120)), ("tall", (150, 100))):
         clusters, mask = (np.asarray(Image.open(predictions / f"{stem}_{kind}.png")) for kind in ("clusters", "mask"))
         assert clusters.shape == mask.shape == size
         mapping = {255 * int(k): 255 * max(v, 0) for k, v in test["cluster_to_class"].items()}  # K = 2: values 0 and 255
         np.testing.assert_array_equal(np.vectorize(mapping.get)(clusters), mask)
-    _bundle("ckpt_export", "network_def", "--filepath", str(out / "model.ts"), "--ckpt_file", str(out / "model.pt"), "--meta_file",
-            f"{root}/configs/metadata.json", "--config_file", f"{root}/configs/inference.json", "--model_path", str(out / "model.pt"))
+    _bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(out / "model.ts"),
+        "--ckpt_file",
+        str(out / "model.pt"),
+        "--meta_file",
+        f"{root}/configs/metadata.json",
+        "--config_file",
+        f"{root}/configs/inference.json",
+        "--model_path",
+        str(out / "model.pt"),
+    )
     assert (out / "model.ts").stat().st_size > 0
 
-    finetune = ["run", "finetune", "--config_file", f"{root}/configs/train.json", "--label_fraction", "0.5", "--max_epochs", "1",
-                "--pretrained_backbone", str(out / "pretrained_backbone.pt")]
-    refused = subprocess.run([sys.executable, "-m", "monai.bundle", *finetune, "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True)
+    finetune = [
+        "run",
+        "finetune",
+        "--config_file",
+        f"{root}/configs/train.json",
+        "--label_fraction",
+        "0.5",
+        "--max_epochs",
+        "1",
+        "--pretrained_backbone",
+        str(out / "pretrained_backbone.pt"),
+    ]
+    refused = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *finetune, "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True
+    )
     assert refused.returncode != 0 and "holds a picie model" in refused.stdout + refused.stderr
     result = _bundle(*finetune, "--output_dir", str(tmp_path / "unet"))
     assert "fine-tuning starts from" in result.stdout + result.stderr and "0 missing" in result.stdout + result.stderr

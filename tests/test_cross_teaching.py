@@ -14,8 +14,8 @@ from torch import nn
 from s4mi_monai.data import TwoStreamBatchSampler, two_stream_collate
 from s4mi_monai.engines import CrossTeachingTrainer
 from s4mi_monai.handlers import ScheduleHandler
-from s4mi_monai.optim import poly_schedule, sigmoid_rampup_schedule
 from s4mi_monai.losses import CrossTeachingLoss, ssl4mis_dice_loss, supervised_segmentation_loss
+from s4mi_monai.optim import poly_schedule, sigmoid_rampup_schedule
 
 
 @pytest.fixture(autouse=True)

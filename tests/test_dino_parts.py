@@ -15,6 +15,8 @@ from torch import nn
 
 from s4mi_monai.handlers.schedules import ScheduleHandler
 from s4mi_monai.handlers.teacher import EMATeacher, FreezeLastLayer
+from s4mi_monai.losses.dino import DINOLoss
+from s4mi_monai.networks.heads import DINOHead, MultiCropWrapper, ProjectionHead
 from s4mi_monai.optim import (
     FIXED_KEYS,
     clip_gradients_per_parameter,
@@ -22,8 +24,6 @@ from s4mi_monai.optim import (
     linear_warmup_then_constant,
     param_groups_for_weight_decay,
 )
-from s4mi_monai.losses.dino import DINOLoss
-from s4mi_monai.networks.heads import DINOHead, MultiCropWrapper, ProjectionHead
 
 N_GLOBAL, N_LOCAL, BATCH, K = 2, 3, 4, 8
 

@@ -296,6 +296,42 @@ def report_cluster_metrics(
     return report_test_metrics(evaluator, segmenter, model_path, metrics_path, settings, extra_test=scores)
 
 
+CONTRASTIVE_PRETRAINING = ("global_local", "global_unsupervised_local", "global", "none")
+"""``--pretraining`` of contrastive segmentation: which stages run before fine-tuning (the stage-2 ablation)."""
+
+
+def contrastive_stage(pretraining: str, stage: str) -> bool:
+    """Whether ``stage`` (``"global"`` or ``"local"``) runs under ``--pretraining`` (:data:`CONTRASTIVE_PRETRAINING`)."""
+    if pretraining not in CONTRASTIVE_PRETRAINING:
+        raise ValueError(f"--pretraining must be one of {CONTRASTIVE_PRETRAINING}, got {pretraining!r}")
+    return pretraining != "none" and (stage == "global" or pretraining.endswith("local"))
+
+
+def load_stage_weights(network: torch.nn.Module, path: str | None, part: str) -> None:
+    """Start a contrastive-segmentation stage from the previous stage's saved network: its ``encoder`` (encoder and
+    centre: what the global stage trained) or its ``features`` (all but the segmentation head); nothing if no path."""
+    if not path:
+        logger.info("%s starts from random initialisation", type(network).__name__)
+        return
+    wanted = set((network.encoder_state_dict() if part == "encoder" else network.feature_state_dict()).keys())
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state = {key: value for key, value in saved.items() if key in wanted}
+    missing = wanted - set(state)
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} tensors of the {part} (e.g. {sorted(missing)[0]}): not a stage output of this network")
+    network.load_state_dict(state, strict=False)
+    logger.info("%s starts from the %s of %s (%d tensors)", type(network).__name__, part, path, len(state))
+
+
+def finetuning_start(pretraining: str, global_path: str, local_path: str) -> tuple[str | None, str]:
+    """The file and part fine-tuning starts from: the local stage's features, the global stage's encoder, or nothing."""
+    if contrastive_stage(pretraining, "local"):
+        return local_path, "features"
+    if contrastive_stage(pretraining, "global"):
+        return global_path, "encoder"
+    return None, "encoder"
+
+
 def pretrain(trainer: Any, run_handlers: Sequence[Any], backbones: Sequence[tuple[torch.nn.Module, str]], skip_if_done: bool = False) -> None:
     """Label-free pretraining (resumed from its checkpoint if one exists), then each ``(backbone, path)`` written.
 

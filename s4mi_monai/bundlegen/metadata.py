@@ -75,7 +75,7 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         "copyright": "Copyright (c) 2026 s4mi-monai authors",
         "data_source": "Generated demo data by default; prepare real data with `s4mi prepare`.",
         "data_type": "png/jpeg",
-        "image_classes": "RGB, 3 channels, scaled to [0, 1]" + ("" if spec.unsupervised else " then ImageNet-normalised"),
+        "image_classes": "RGB, 3 channels, scaled to [0, 1]" + ("" if spec.unsupervised or spec.contrastive else " then ImageNet-normalised"),
         "label_classes": ", ".join(classes) if spec.task == "classification" else "0 background, 1 foreground",
         "pred_classes": _predicted_classes(spec, classes),
         "intended_use": "Research use only; not for clinical diagnosis.",

@@ -102,7 +102,31 @@ PICIE = (
 )
 
 
+CONTRASTIVE = (
+    "- Three stages (Hu et al., MICCAI 2021), all on one network: the reference U-Net (`--architecture contrastive_unet`: "
+    "64 initial filters, InstanceNorm, LeakyReLU, `s4mi_monai.networks.ContrastiveUNet`) or the cross-teaching CNN "
+    "(`--architecture ssl4mis_unet`), so the method compares with cross teaching on one network.\n"
+    "- Stage 1, global (`run pretrain_global`): SimCLR NT-Xent (temperature `--global_temperature` 0.5) between two views of "
+    "every training image (never validation or test; the reference used test images too), each with its own intensity "
+    "(brightness, gamma, noise) and spatial (rotation, scale, elastic) draws; the projection head (GAP, two linear layers, "
+    "L2 norm) is trained with the network (the reference's optimiser never held it).\n"
+    "- Stage 2, local (`run pretrain_local`): the supervised pixel-wise contrastive loss on the labeled images of "
+    "`--label_fraction` (the reference used every label, test included), two intensity-only views so pixels correspond, "
+    "pixels sampled with `--local_sampling stride` (every `--local_stride`-th pixel) or `block` (`--local_block_size` "
+    "blocks, the mode that crashed as released), temperature `--local_temperature` 0.1, foreground anchors "
+    "(`--anchor_background true` also anchors background), computed in chunks of `--pixel_loss_chunk` anchors so memory "
+    "stays bounded; batches without foreground are skipped (no optimiser step).\n"
+    "- Stage 3 (`run finetune`): cross-entropy + Dice (`DiceCELoss`) on the same labeled images, Adam 5e-4, batch 8, "
+    "starting from stage 2's network (or stage 1's encoder).\n"
+    "- `--pretraining` picks the stages, the paper's ablation: `global_local` (default), `global_unsupervised_local` (the "
+    "pixel-identity loss the released code actually ran), `global`, `none` (the supervised baseline with the same network, "
+    "augmentation and recipe)."
+)
+
+
 def _method(spec: BundleSpec) -> str:
+    if spec.contrastive:
+        return CONTRASTIVE
     if spec.unsupervised:
         return PICIE
     if spec.semi_supervised:
@@ -177,6 +201,14 @@ def _metrics(spec: BundleSpec) -> str:
 
 
 def _ssl_overrides(spec: BundleSpec) -> str:
+    if spec.contrastive:
+        return (
+            "\nStages: `--pretraining global_local|global_unsupervised_local|global|none`, `--global_epochs N`, "
+            "`--global_batch_size N`, `--global_lr LR`, `--global_temperature T`, `--local_epochs N`, `--local_batch_size N`, "
+            "`--local_lr LR`, `--local_temperature T`, `--local_sampling stride|block`, `--local_stride N`, "
+            "`--local_block_size N`, `--anchor_background true|false`, `--pixel_loss_chunk N`, "
+            "`--pretrained_global_backbone FILE` / `--pretrained_local_backbone FILE` (where the stages write and read)."
+        )
     if spec.unsupervised:
         return (
             "\nPiCIE: `--pretrain_epochs N`, `--pretrain_batch_size N`, `--pretrain_lr LR`, `--n_clusters K`, "
@@ -207,6 +239,12 @@ def _ssl_overrides(spec: BundleSpec) -> str:
 
 
 def _ssl_outputs(spec: BundleSpec) -> str:
+    if spec.contrastive:
+        return (
+            "\nThe stages write `pretrained_global_backbone.pt` and `pretrained_local_backbone.pt` (each the whole network "
+            "after the stage) and `pretraining_global/`, `pretraining_local/` (history, curves, TensorBoard; the local history "
+            "counts skipped batches). A restarted `training` skips a finished stage and says so."
+        )
     if spec.unsupervised:
         return (
             "\nPiCIE's `training` writes `pretrained_backbone.pt` (the encoder, for `finetune`), `picie_network.pt` (encoder and "
@@ -320,6 +358,7 @@ GENERATOR_MODULES = {
     "supervised": "s4mi_monai/bundlegen/supervised.py",
     "self_supervised": "s4mi_monai/bundlegen/self_supervised.py",
     "semi_supervised": "s4mi_monai/bundlegen/crossteach.py",
+    "contrastive": "s4mi_monai/bundlegen/contrastive.py",
     "unsupervised": "s4mi_monai/bundlegen/unsupervised.py",
 }
 
@@ -370,6 +409,17 @@ python -m monai.bundle run --config_file {root}/configs/inference.json --input_d
 python -m monai.bundle ckpt_export network_def --filepath {root}/models/transformer.ts --ckpt_file {root}/models/transformer/model.pt \\
     --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root} \\
     --predict_with transformer --use_trace true --input_shape "[1, 3, 224, 224]"
+"""
+    if spec.contrastive:
+        stages = f"""
+# one stage at a time, and the ablation of stage 2
+python -m monai.bundle run pretrain_global --config_file {root}/configs/train.json --datalist {{datalist}} --output_dir results/contrast
+python -m monai.bundle run pretrain_local --config_file {root}/configs/train.json --datalist {{datalist}} --label_fraction 0.1 --output_dir results/contrast
+python -m monai.bundle run finetune --config_file {root}/configs/train.json --datalist {{datalist}} --label_fraction 0.1 --output_dir results/contrast
+python -m monai.bundle run training --config_file {root}/configs/train.json --datalist {{datalist}} --pretraining none --output_dir results/contrast_baseline
+
+# throughput of each stage (images/s, step time, peak memory)
+python -m monai.bundle run benchmark --config_file {root}/configs/train.json --datalist {{datalist}}
 """
     if spec.unsupervised:
         stages = f"""

@@ -18,7 +18,7 @@ class Method:
 
     name: str  # e.g. "supervised_cls"
     task: str  # "classification" | "segmentation"
-    family: str  # "supervised" | "self_supervised" | "semi_supervised" | "unsupervised"
+    family: str  # "supervised" | "self_supervised" | "semi_supervised" | "contrastive" | "unsupervised"
     description: str
 
 
@@ -37,6 +37,12 @@ METHODS = (
         "segmentation",
         "semi_supervised",
         "Semi-supervised cross teaching between a CNN U-Net and a Swin-UNet, on a fraction of the masks",
+    ),
+    Method(
+        "contrast_seg",
+        "segmentation",
+        "contrastive",
+        "Semi-supervised contrastive segmentation: global, then supervised local contrastive pretraining, then fine-tuning",
     ),
     Method(
         "picie_seg",
@@ -79,13 +85,17 @@ class BundleSpec:
         return self.method_info.family == "semi_supervised"
 
     @property
+    def contrastive(self) -> bool:
+        return self.method_info.family == "contrastive"
+
+    @property
     def unsupervised(self) -> bool:
         return self.method_info.family == "unsupervised"
 
 
 def _bundle_order() -> list[BundleSpec]:
     """Supervised bundles first, then self-, semi- and unsupervised; datasets in profile order within each."""
-    families = ("supervised", "self_supervised", "semi_supervised", "unsupervised")
+    families = ("supervised", "self_supervised", "semi_supervised", "contrastive", "unsupervised")
     return [
         BundleSpec(method, profile)
         for family in families

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from s4mi_monai.bundlegen import crossteach, self_supervised, supervised, unsupervised
+from s4mi_monai.bundlegen import contrastive, crossteach, self_supervised, supervised, unsupervised
 from s4mi_monai.bundlegen.metadata import LOGGING_CONF, metadata
 from s4mi_monai.bundlegen.parts import REPO_ROOT
 from s4mi_monai.bundlegen.readme import readme
@@ -30,6 +30,11 @@ CONFIG_BUILDERS: dict[str, dict[str, Builder]] = {
         "train.json": crossteach.crossteach_train_config,
         "evaluate.json": crossteach.crossteach_evaluate_config,
         "inference.json": crossteach.crossteach_inference_config,
+    },
+    "contrastive": {
+        "train.json": contrastive.contrastive_train_config,
+        "evaluate.json": contrastive.contrastive_evaluate_config,
+        "inference.json": contrastive.contrastive_inference_config,
     },
     "unsupervised": {
         "train.json": unsupervised.picie_train_config,

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from s4mi_monai import __version__
-from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.check import CheckReport, DatasetError, Problem, check_items, duplicates_across_splits
+from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import (
     DEFAULT_LABEL_FRACTIONS,
     DEFAULT_SPLIT_FRACTIONS,

@@ -2,6 +2,7 @@
 
 from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.engines.benchmark import benchmark
+from s4mi_monai.engines.contrastive import GlobalContrastiveTrainer, LocalContrastiveTrainer
 from s4mi_monai.engines.random_state import TorchRandomState
 from s4mi_monai.engines.self_supervised import CASSTrainer, DINOTrainer, SelfSupervisedTrainer
 from s4mi_monai.engines.semi_supervised import CrossTeachingTrainer
@@ -12,6 +13,8 @@ __all__ = [
     "CrossTeachingTrainer",
     "CustomIterationTrainer",
     "DINOTrainer",
+    "GlobalContrastiveTrainer",
+    "LocalContrastiveTrainer",
     "PiCIETrainer",
     "SelfSupervisedTrainer",
     "TorchRandomState",

@@ -23,8 +23,8 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from s4mi_monai.engines.base import CustomIterationTrainer
-from s4mi_monai.optim import clip_gradients_per_parameter
 from s4mi_monai.losses import DINOLoss, cass_loss
+from s4mi_monai.optim import clip_gradients_per_parameter
 from s4mi_monai.transforms.multicrop import MultiCropBatch
 
 __all__ = ["CASSTrainer", "DINOTrainer", "SelfSupervisedTrainer"]

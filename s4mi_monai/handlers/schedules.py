@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from s4mi_monai.optim import FIXED_KEYS
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-
-from s4mi_monai.optim import FIXED_KEYS
 
 __all__ = ["ScheduleHandler", "as_schedule", "check_schedule_covers_run", "value_at_iteration"]
 

@@ -1,9 +1,18 @@
 """Networks of s4mi_monai: classification backbones, the ResNet U-Net, the cross-teaching SSL4MISUNet and SwinUNet,
-any of those segmentation networks by name, and local weight loading."""
+any of those segmentation networks by name, the U-Nets of contrastive segmentation with their projection heads, and local
+weight loading."""
 
 from __future__ import annotations
 
 from .classifiers import BACKBONES, Classifier, ResNetBackbone, ViTBackbone, build_backbone
+from .contrastive_unet import (
+    CONTRASTIVE_BACKBONES,
+    ContrastiveUNet,
+    GlobalProjectionHead,
+    LocalProjectionHead,
+    SSL4MISContrastiveUNet,
+    build_contrastive_network,
+)
 from .ensemble import PREDICTION_CHOICES, SoftmaxEnsemble, select_prediction_network
 from .heads import DINOHead, MultiCropWrapper, ProjectionHead
 from .picie import PICIE_ENCODERS, FPNDecoder, PiCIENet, PiCIESegmenter
@@ -21,6 +30,12 @@ __all__ = [
     "PiCIENet",
     "PiCIESegmenter",
     "BACKBONES",
+    "CONTRASTIVE_BACKBONES",
+    "ContrastiveUNet",
+    "GlobalProjectionHead",
+    "LocalProjectionHead",
+    "SSL4MISContrastiveUNet",
+    "build_contrastive_network",
     "Classifier",
     "LoadReport",
     "ResNetBackbone",

@@ -2,9 +2,10 @@
 
 A comparison of methods is only fair when the networks match: ``supervised_seg`` bundles train
 ``resnet_unet`` (the DEDL ResNet U-Net, their default) or, by ``--architecture``, the cross-teaching CNN
-(``ssl4mis_unet``) or its transformer (``swin_unet``, ``swin_unetr``). Those are built by the very
-constructors the cross-teaching bundles call (:class:`~s4mi_monai.networks.unet.SSL4MISUNet` and
-:func:`~s4mi_monai.networks.swin_unet.build_segmentation_transformer`), with the same arguments.
+(``ssl4mis_unet``) or its transformer (``swin_unet``, ``swin_unetr``), or the U-Net of contrastive segmentation
+(``contrastive_unet``). Those are built by the very constructors the semi-supervised bundles call
+(:class:`~s4mi_monai.networks.unet.SSL4MISUNet`, :func:`~s4mi_monai.networks.swin_unet.build_segmentation_transformer`,
+:class:`~s4mi_monai.networks.contrastive_unet.ContrastiveUNet`), with the same arguments.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from pathlib import Path
 
 from torch import nn
 
+from .contrastive_unet import ContrastiveUNet
 from .swin_unet import SEGMENTATION_TRANSFORMERS, build_segmentation_transformer, check_transformer_image_size
 from .unet import ResNetUNet, SSL4MISUNet
 
 __all__ = ["SEGMENTATION_ARCHITECTURES", "build_segmentation_network", "check_segmentation_architecture"]
 
-SEGMENTATION_ARCHITECTURES = ("resnet_unet", "ssl4mis_unet", *SEGMENTATION_TRANSFORMERS)
+SEGMENTATION_ARCHITECTURES = ("resnet_unet", "ssl4mis_unet", "contrastive_unet", *SEGMENTATION_TRANSFORMERS)
 
 
 def _require_known(architecture: str) -> None:
@@ -31,6 +33,8 @@ def check_segmentation_architecture(architecture: str, image_size: int) -> str:
     _require_known(architecture)
     if architecture in SEGMENTATION_TRANSFORMERS:
         check_transformer_image_size(image_size, architecture)
+    if architecture == "contrastive_unet" and int(image_size) % 16:
+        raise ValueError(f"contrastive_unet needs --image_size a multiple of 16 (four poolings), got {image_size}")
     return architecture
 
 
@@ -56,6 +60,10 @@ def build_segmentation_network(
         if pretrained_weights:
             raise ValueError("ssl4mis_unet trains from random initialisation (as in cross teaching): drop --pretrained_weights")
         return SSL4MISUNet(in_channels=in_channels, out_channels=out_channels)
+    if architecture == "contrastive_unet":
+        if pretrained_weights:
+            raise ValueError("contrastive_unet starts from random initialisation or from its own pretraining stages: drop --pretrained_weights")
+        return ContrastiveUNet(in_channels=in_channels, out_channels=out_channels)
     return build_segmentation_transformer(
         name=architecture, in_channels=in_channels, out_channels=out_channels, embed_dim=embed_dim, pretrained_weights=pretrained_weights
     )

@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from s4mi_monai.io import write_json
-from s4mi_monai.metrics.clustering import cluster_mapping, clustering_scores, confusion_histogram, kmeans_colour_segmentation, otsu_segmentation
+from s4mi_monai.metrics.clustering import (
+    cluster_mapping,
+    clustering_scores,
+    confusion_histogram,
+    kmeans_colour_segmentation,
+    otsu_segmentation,
+)
 from s4mi_monai.metrics.samples import SAMPLES_FILE, write_samples
 from s4mi_monai.metrics.segmentation import metrics_from_counts, per_image_counts
 

@@ -1,4 +1,5 @@
-"""MONAI transforms of s4mi_monai: RGB loading, mask binarisation, colour augmentation, red-channel normalisation, slide tiling, prediction writers."""
+"""MONAI transforms of s4mi_monai: RGB loading, mask binarisation, colour augmentation, the augmentations of contrastive
+segmentation, red-channel normalisation, slide tiling, prediction writers."""
 
 from s4mi_monai.transforms.color import (
     RandColorJitter,
@@ -10,6 +11,12 @@ from s4mi_monai.transforms.color import (
     RandSolarize,
     RandSolarized,
 )
+from s4mi_monai.transforms.contrastive import (
+    VIEW_KEYS,
+    contrastive_finetune_transforms,
+    global_contrastive_transforms,
+    local_contrastive_transforms,
+)
 from s4mi_monai.transforms.intensity import NormalizeBatch, RedChannelNormalize, RedChannelNormalized
 from s4mi_monai.transforms.io import BinarizeMaskd, mask_reader, rgb_reader, to_gray, to_rgb
 from s4mi_monai.transforms.multicrop import MultiCropBatch, MultiCropd, RandResizedCrop, multi_crop_views, resized_crop, sample_crop_boxes
@@ -19,6 +26,10 @@ from s4mi_monai.transforms.writers import SaveClusterMapd, SaveMaskAndOverlayd, 
 
 __all__ = [
     "NormalizeBatch",
+    "VIEW_KEYS",
+    "contrastive_finetune_transforms",
+    "global_contrastive_transforms",
+    "local_contrastive_transforms",
     "sample_crop_boxes",
     "resized_crop",
     "multi_crop_views",
