@@ -127,7 +127,8 @@ def lloyd_kmeans(
         raise ValueError(f"initial centroids must have shape {(n_clusters, points.shape[1])}, got {tuple(centroids.shape)}")
     labels, distances = assign_to_centroids(points, centroids)
     iterations = 0
-    for iterations in range(1, n_iter + 1):
+    while iterations < n_iter:
+        iterations += 1
         sums, counts = _means_of_clusters(points, labels, n_clusters)
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
         empty = torch.nonzero(counts == 0).flatten()

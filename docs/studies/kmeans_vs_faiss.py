@@ -1,31 +1,56 @@
-"""Speed of the torch mini-batch k-means of s4mi_monai against faiss-cpu on the same features (K = 2, 128-d).
+"""Speed of the torch k-means of s4mi_monai against faiss-cpu on the same features (K = 2, 128-d, unit norm).
 
-faiss is not a dependency; to run this: pip install faiss-cpu, then
-    OMP_NUM_THREADS=2 python docs/studies/kmeans_vs_faiss.py
+faiss is not a dependency; to run this: ``pip install faiss-cpu``, then
+``OMP_NUM_THREADS=2 python docs/studies/kmeans_vs_faiss.py``. It prints seconds, million pixels per second and the
+inertia (mean squared distance to the nearest centroid) of each, on 400,000 PiCIE-like pixel embeddings.
 """
+
 import time
-import torch
+
 import faiss
+import torch
+
 from s4mi_monai.clustering import MiniBatchKMeans, lloyd_kmeans
 
-torch.manual_seed(0)
-n, d, k = 400_000, 128, 2
-centres = torch.nn.functional.normalize(torch.randn(k, d), dim=1)
-features = torch.nn.functional.normalize(centres[torch.randint(0, k, (n,))] + 0.8 * torch.randn(n, d) / d**0.5, dim=1)
-threads = torch.get_num_threads()
-faiss.omp_set_num_threads(threads)
-batches = features.split(16 * 256)  # PiCIE-like batches: 16 images of 16x16 embeddings
+N_PIXELS, DIMS, K, ITERATIONS = 400_000, 128, 2, 20
 
-def inertia(points, c):
-    return float(torch.cdist(points, c).pow(2).min(dim=1).values.sum()) / len(points)
 
-t = time.perf_counter(); km = MiniBatchKMeans(k, init_batches=20, n_iter=20, generator=torch.Generator().manual_seed(0))
-for b in batches: km.partial_fit(b)
-km.finish(); torch_mb = time.perf_counter() - t
-t = time.perf_counter(); full = lloyd_kmeans(features, k, n_iter=20, generator=torch.Generator().manual_seed(0)); torch_full = time.perf_counter() - t
-x = features.numpy()
-t = time.perf_counter(); fk = faiss.Kmeans(d, k, niter=20, seed=0, max_points_per_centroid=10**7); fk.train(x); faiss_full = time.perf_counter() - t
-print(f"threads {threads}, {n} points x {d} dims, K={k}")
-print(f"torch mini-batch (init 20 batches, 20 Lloyd steps, online updates): {torch_mb:.2f} s, {n/torch_mb/1e6:.2f} M px/s, inertia {inertia(features, km.centroids):.5f}")
-print(f"torch full Lloyd, 20 steps: {torch_full:.2f} s, {n/torch_full/1e6:.2f} M px/s, inertia {inertia(features, full.centroids):.5f}")
-print(f"faiss-cpu Kmeans, 20 steps: {faiss_full:.2f} s, {n/faiss_full/1e6:.2f} M px/s, inertia {inertia(features, torch.as_tensor(fk.centroids)):.5f}")
+def inertia(points: torch.Tensor, centroids: torch.Tensor) -> float:
+    return float(torch.cdist(points, centroids).pow(2).min(dim=1).values.mean())
+
+
+def timed(fit):
+    started = time.perf_counter()
+    centroids = fit()
+    return time.perf_counter() - started, centroids
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(K, DIMS), dim=1)
+    noisy = centres[torch.randint(0, K, (N_PIXELS,))] + 0.8 * torch.randn(N_PIXELS, DIMS) / DIMS**0.5
+    features = torch.nn.functional.normalize(noisy, dim=1)
+    faiss.omp_set_num_threads(torch.get_num_threads())
+
+    def mini_batch() -> torch.Tensor:
+        kmeans = MiniBatchKMeans(K, init_batches=20, n_iter=ITERATIONS, generator=torch.Generator().manual_seed(0))
+        for batch in features.split(16 * 256):  # batches of 16 images of 16 x 16 embeddings
+            kmeans.partial_fit(batch)
+        return kmeans.finish().centroids
+
+    def full() -> torch.Tensor:
+        return lloyd_kmeans(features, K, n_iter=ITERATIONS, generator=torch.Generator().manual_seed(0)).centroids
+
+    def with_faiss() -> torch.Tensor:
+        kmeans = faiss.Kmeans(DIMS, K, niter=ITERATIONS, seed=0, max_points_per_centroid=10**7)
+        kmeans.train(features.numpy())
+        return torch.as_tensor(kmeans.centroids)
+
+    print(f"{torch.get_num_threads()} threads, {N_PIXELS} pixels x {DIMS} dims, K = {K}, {ITERATIONS} Lloyd steps")
+    for name, fit in (("torch mini-batch (PiCIEClustering)", mini_batch), ("torch full Lloyd", full), ("faiss-cpu Kmeans", with_faiss)):
+        seconds, centroids = timed(fit)
+        print(f"{name:<36} {seconds:6.2f} s  {N_PIXELS / seconds / 1e6:5.2f} M px/s  inertia {inertia(features, centroids):.5f}")
+
+
+if __name__ == "__main__":
+    main()
