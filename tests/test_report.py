@@ -175,6 +175,22 @@ def test_branches_of_two_network_bundles_are_rows(tmp_path):
     assert set(report.comparisons) == {("f1_macro", "supervised_cls_isic", 0.1), ("f1_macro", "cass_isic/vit", 0.1)}
 
 
+def test_label_free_methods_sit_at_zero_labels_as_lines_in_the_figure(tmp_path):
+    """PiCIE and the floors read no labels (label_fraction 0): a 0 % column, and horizontal lines in the figure."""
+    images = [f"i{k}" for k in range(N_TEST)]
+    for seed in (0, 1, 2):
+        write_fake_run(tmp_path / f"free{seed}", fake_samples(0.5, seed), images, {"bundle": "picie_seg_isic", "label_fraction": 0.0, "seed": seed})
+        for fraction in (0.1, 1.0):
+            settings = {"bundle": "supervised_cls_isic", "label_fraction": fraction, "seed": seed}
+            write_fake_run(tmp_path / f"sup{fraction}-{seed}", fake_samples(0.6 + fraction / 4, seed + 20), images, settings)
+    report = build_report([str(path) for path in sorted(tmp_path.iterdir())], metrics=["f1_macro"], n_boot=100)
+    assert report.fractions == [0.0, 0.1, 1.0] and ("f1_macro", "picie_seg_isic", 0.0) in report.cells
+    written = write_report(report, tmp_path / "report")
+    assert (tmp_path / "report" / "figure_f1_macro.png") in written
+    assert table_csv(report, "f1_macro").splitlines()[0].startswith("method,0.0 mean,0.0 low,0.0 high")
+    assert "| method | 0 % labels | 10 % labels | 100 % labels |" in markdown_report(report)
+
+
 def test_cli_report_prints_and_writes(fake_study):
     text = S4MI().report(str(fake_study), metrics="f1_macro", n_boot=50)
     assert "| supervised |" in text and f"wrote {fake_study / 'report' / 'figure_f1_macro.png'}" in text

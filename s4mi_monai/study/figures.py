@@ -1,5 +1,6 @@
 """Label-efficiency figures in the style of the S4MI paper's Figure 5: a metric against the label fraction,
-one line per method with its 95 % interval as a band, on a log-scaled fraction axis."""
+one line per method with its 95 % interval as a band, on a log-scaled fraction axis. A method that uses no
+labels (fraction 0: PiCIE, the label-free floors) is a horizontal line with its interval as a band."""
 
 from __future__ import annotations
 
@@ -34,8 +35,16 @@ def label_efficiency_figure(report: StudyReport, metric: str, path: str | Path) 
     from s4mi_monai.study.report import metric_label, percent, shown_bounds
 
     figure, axes = plt.subplots(figsize=(7.0, 4.6), dpi=120)
+    fractions = [f for f in report.fractions if f > 0] or [1.0]
     for index, method in enumerate(report.methods):
-        points = [(f, report.cells[(metric, method, f)]) for f in report.fractions if (metric, method, f) in report.cells]
+        label_free = report.cells.get((metric, method, 0.0))
+        if label_free is not None:
+            color = f"C{index % 10}"
+            axes.axhline(label_free.interval.estimate, color=color, linestyle="--", linewidth=1.6, label=f"{method} (no labels)")
+            low, high = shown_bounds(label_free.interval)
+            if not (math.isnan(low) or math.isnan(high)):
+                axes.axhspan(low, high, color=color, alpha=0.12, linewidth=0)
+        points = [(f, report.cells[(metric, method, f)]) for f in fractions if (metric, method, f) in report.cells]
         if not points:
             continue
         xs = [f for f, _ in points]
@@ -57,12 +66,11 @@ def label_efficiency_figure(report: StudyReport, metric: str, path: str | Path) 
                 linewidth=0,
             )
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(FixedLocator(report.fractions))
+    axes.xaxis.set_major_locator(FixedLocator(fractions))
     axes.xaxis.set_minor_locator(NullLocator())
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: percent(value)))
-    if len(report.fractions) > 1:
-        low, high = min(report.fractions), max(report.fractions)
-        axes.set_xlim(low / 1.25, high * 1.25)
+    low, high = min(fractions), max(fractions)
+    axes.set_xlim(low / 1.25, high * 1.25)
     seeds = sorted({len(c.seeds) for (m, _, _), c in report.cells.items() if m == metric})
     if seeds and min(seeds) > 1:
         band = f"Bars and bands: 95 % t-interval over seeds ({'/'.join(map(str, seeds))} seeds per point), clipped to [0, 1]."

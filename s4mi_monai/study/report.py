@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s4mi_monai.data.splits import fraction_key
 from s4mi_monai.io import atomic_write_text
 from s4mi_monai.metrics.samples import SAMPLES_FILE, PerImageRecords, lookup_metric, read_samples
 from s4mi_monai.metrics.statistics import Interval, PairedComparison, bootstrap_interval, paired_bootstrap, paired_t_test, t_interval
@@ -49,6 +48,8 @@ METRIC_LABELS = {
     "dice_per_image_mean": "Dice (mean over images)",
     "iou_pooled": "IoU (pooled pixels)",
     "dice_pooled": "Dice (pooled pixels)",
+    "miou_all_classes": "mIoU (all classes, background included)",
+    "pixel_accuracy": "pixel accuracy",
 }
 MIN_SEEDS_FOR_T_TEST = 3
 METRIC_RANGE = (0.0, 1.0)
@@ -59,6 +60,11 @@ DAGGER = "†"
 def metric_label(name: str) -> str:
     """A readable name of a metric key for tables and axes."""
     return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+def fraction_column(fraction: float) -> str:
+    """A fraction as a CSV key: ``0.1 -> "0.1"``, ``1 -> "1.0"``; 0 is a method that reads no labels (PiCIE, a floor)."""
+    return repr(round(float(fraction), 6))
 
 
 def percent(fraction: float) -> str:
@@ -368,7 +374,7 @@ def table_csv(report: StudyReport, metric: str) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["method"]
     for fraction in report.fractions:
-        key = fraction_key(fraction)
+        key = fraction_column(fraction)
         header += [f"{key} mean", f"{key} low", f"{key} high", f"{key} seeds", f"{key} per seed", f"{key} interval"]
     writer.writerow(header)
     for method in report.methods:
@@ -392,7 +398,7 @@ def comparisons_csv(report: StudyReport) -> str:
     writer.writerow(["metric", "method", "baseline", "fraction", "seeds", "test_images", "difference", "low", "high", "p_bootstrap", "p_t_seeds"])
     for (metric, method, fraction), (c, t_p) in report.comparisons.items():
         writer.writerow(
-            [metric, method, report.baseline, fraction_key(fraction), c.n_seeds, c.n_items, *map(_csv_number, (c.difference, c.low, c.high, c.p_value, t_p))]
+            [metric, method, report.baseline, fraction_column(fraction), c.n_seeds, c.n_items, *map(_csv_number, (c.difference, c.low, c.high, c.p_value, t_p))]
         )
     return buffer.getvalue()
 
