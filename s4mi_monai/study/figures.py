@@ -66,7 +66,7 @@ def label_efficiency_figure(report: StudyReport, metric: str, path: str | Path) 
                 linewidth=0,
             )
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(FixedLocator(fractions))
+    axes.xaxis.set_major_locator(FixedLocator(fractions if any(f > 0 for f in report.fractions) else []))
     axes.xaxis.set_minor_locator(NullLocator())
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: percent(value)))
     low, high = min(fractions), max(fractions)
