@@ -154,6 +154,26 @@ def _new_images_folder(folder: Path) -> Path:
     return folder
 
 
+def _export(root: str, out: Path, *export_args: str) -> None:
+    """TorchScript export of ``out/model.pt`` through the bundle's inference config, as the README says."""
+    _bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(out / "model.ts"),
+        "--ckpt_file",
+        str(out / "model.pt"),
+        "--meta_file",
+        f"{root}/configs/metadata.json",
+        "--config_file",
+        f"{root}/configs/inference.json",
+        "--model_path",
+        str(out / "model.pt"),
+        *export_args,
+    )
+    assert (out / "model.ts").stat().st_size > 0
+
+
 def _run_family(name: str, tmp_path: Path, train_args: Sequence[str] = (), export_args: Sequence[str] = ()) -> tuple[dict, Path]:
     """Train with ``train_args``, then evaluate, predict and export with no network knob: each rebuilds the trained network."""
     root = f"bundles/{name}"
@@ -180,22 +200,7 @@ def _run_family(name: str, tmp_path: Path, train_args: Sequence[str] = (), expor
         str(out / "model.pt"),
     )
     assert "broken.jpg" in result.stdout + result.stderr, "the unreadable file is reported by name"
-    _bundle(
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(out / "model.ts"),
-        "--ckpt_file",
-        str(out / "model.pt"),
-        "--meta_file",
-        f"{root}/configs/metadata.json",
-        "--config_file",
-        f"{root}/configs/inference.json",
-        "--model_path",
-        str(out / "model.pt"),
-        *export_args,
-    )
-    assert (out / "model.ts").stat().st_size > 0
+    _export(root, out, *export_args)
     return metrics, predictions
 
 
@@ -335,21 +340,7 @@ def test_picie_bundle_end_to_end(tmp_path: Path):
         assert clusters.shape == mask.shape == size
         mapping = {255 * int(k): 255 * max(v, 0) for k, v in test["cluster_to_class"].items()}  # K = 2: values 0 and 255
         np.testing.assert_array_equal(np.vectorize(mapping.get)(clusters), mask)
-    _bundle(
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(out / "model.ts"),
-        "--ckpt_file",
-        str(out / "model.pt"),
-        "--meta_file",
-        f"{root}/configs/metadata.json",
-        "--config_file",
-        f"{root}/configs/inference.json",
-        "--model_path",
-        str(out / "model.pt"),
-    )
-    assert (out / "model.ts").stat().st_size > 0
+    _export(root, out)
 
     finetune = [
         "run",
