@@ -364,7 +364,7 @@ def test_segmentation_network_by_name_is_the_direct_construction(architecture, d
 
 
 def test_segmentation_network_by_name_rejects_unknown_names_and_weights_it_cannot_take():
-    with pytest.raises(ValueError, match=r"unknown --architecture 'unet'; choose from \('resnet_unet', 'ssl4mis_unet', 'swin_unet'"):
+    with pytest.raises(ValueError, match=r"unknown --architecture 'unet'; choose from \('resnet_unet', 'ssl4mis_unet', 'contrastive_unet', 'swin_unet'"):
         build_segmentation_network("unet")
     with pytest.raises(ValueError, match="ssl4mis_unet trains from random initialisation"):
         build_segmentation_network("ssl4mis_unet", pretrained_weights="imagenet.pth")
