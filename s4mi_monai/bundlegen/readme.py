@@ -390,6 +390,8 @@ def readme(spec: BundleSpec, existing: str = "") -> str:
     paper = "--backbone resnet50 --image_size 224 --max_epochs 50" if spec.task == "classification" else "--image_size 224 --max_epochs 50"
     if spec.method == "cass":
         paper = "--image_size 224 --max_epochs 50"
+    if spec.contrastive:
+        paper = "--image_size 224"  # the defaults are the reference's epochs and optimisers
     fraction = "0.5" if spec.semi_supervised else "0.1"
     fraction_words = "50 %" if spec.semi_supervised else "10 %"
     stages = ""
