@@ -20,6 +20,11 @@ S4MI = [sys.executable, "-c", "from s4mi_monai.cli import main; main()"]
 pytestmark = pytest.mark.slow
 
 
+def _default_interrupt() -> None:
+    """Let Ctrl-C stop the study even when this test runs in the background (where SIGINT starts out ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_failure_interruption_resume_and_skip(tmp_path):
     spec = {
         "name": "tiny",
@@ -39,7 +44,15 @@ def test_failure_interruption_resume_and_skip(tmp_path):
     command = [*S4MI, "study", str(tmp_path / "spec.json"), "--out", str(out), "--jobs", "2", "--threads", "2"]
 
     # 1. interrupt the study (Ctrl-C) once the supervised run has saved a checkpoint
-    study = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    study = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_interrupt,  # a test run started in the background inherits SIGINT ignored
+    )
     deadline = time.monotonic() + 240
     while not (run_dir / "checkpoint.pt").is_file():
         assert study.poll() is None, f"study ended before the first checkpoint:\n{study.stdout.read()}"
