@@ -116,10 +116,7 @@ def fit_final_centroids(
     kmeans = MiniBatchKMeans(n_clusters, init_batches, n_iter, generator=torch.Generator().manual_seed(seed))
     segmenter.eval()
     for batch in loader:
-        images = _images(batch, device)
-        if segmenter.grayscale_input:
-            images = (0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]).expand(-1, 3, -1, -1)
-        embeddings = segmenter.network(images).float()
+        embeddings = segmenter.embed(_images(batch, device)).float()
         kmeans.partial_fit(embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1]))
     kmeans.finish()
     segmenter.set_clusters(kmeans.centroids.to(device), list(range(n_clusters)))

@@ -125,12 +125,16 @@ class PiCIESegmenter(nn.Module):
         self.centroids.copy_(centroids)
         self.cluster_to_class.copy_(torch.tensor([max(int(c), 0) for c in cluster_to_class]))
 
-    def cluster_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, K, H, W) inner products of the pixel embeddings with the centroids, at the input's size."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's pixel embeddings of ``x``, seen as in training (3-channel gray when ``grayscale_input``)."""
         if self.grayscale_input:
             gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
             x = gray.expand(-1, 3, -1, -1)
-        embeddings = self.network(x)
+        return self.network(x)
+
+    def cluster_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W) inner products of the pixel embeddings with the centroids, at the input's size."""
+        embeddings = self.embed(x)
         scores = torch.einsum("bdhw,kd->bkhw", embeddings.float(), self.centroids.float())
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
