@@ -102,6 +102,41 @@ def test_grid_expansion_ids_folders_and_commands(tmp_path):
     assert supervised[4] == "training" and "--pretrained_cnn_backbone" not in supervised
 
 
+def test_methods_can_share_one_pretraining_per_seed(tmp_path):
+    stage_one = {"run_id": "pretrain_global", "outputs": {"pretrained_global_backbone": "pretrained_global_backbone.pt"}}
+    methods = [
+        {"name": "global", "bundle": "contrast_seg_isic", "run_id": "training", "pretrain": stage_one, "overrides": {"pretraining": "global"}},
+        {"name": "global_local", "bundle": "contrast_seg_isic", "run_id": "training", "pretrain": {"from": "global"}},
+    ]
+    runs = expand_runs(load_spec(write_spec(tmp_path, methods=methods, baseline=None, fractions=[0.5])), tmp_path / "out")
+    assert [run.id for run in runs] == ["global/pretrain-s0", "global/pretrain-s1", "global/f0.5-s0", "global/f0.5-s1", "global_local/f0.5-s0", "global_local/f0.5-s1"]
+    by_id = {run.id: run for run in runs}
+    shared = by_id["global_local/f0.5-s1"]
+    assert shared.after == "global/pretrain-s1"
+    flags = dict(zip(shlex.split(shared.command)[5::2], shlex.split(shared.command)[6::2]))
+    assert flags["--pretrained_global_backbone"] == str(Path(by_id["global/pretrain-s1"].output_dir) / "pretrained_global_backbone.pt")
+    assert "--pretraining" not in flags and shlex.split(shared.command)[4] == "training"
+
+
+@pytest.mark.parametrize(
+    "pretrain, message",
+    [
+        ({"from": "nobody"}, "'nobody' is not a method with its own pretraining"),
+        ({"from": "supervised"}, "'supervised' is not a method with its own pretraining"),
+        ({"from": "dino", "run_id": "pretrain"}, "takes no other field"),
+        ({"from": "dino"}, "dino pretrains dino_isic, but shared fine-tunes cass_isic"),
+    ],
+)
+def test_shared_pretraining_must_name_a_pretraining_of_the_same_bundle(tmp_path, pretrain, message):
+    methods = [
+        {"name": "supervised", "bundle": "supervised_cls_isic"},
+        {"name": "dino", "bundle": "dino_isic", "pretrain": True},
+        {"name": "shared", "bundle": "cass_isic", "pretrain": pretrain},
+    ]
+    with pytest.raises(SpecError, match=message):
+        load_spec(write_spec(tmp_path, methods=methods))
+
+
 def test_yaml_spec_and_per_method_fractions(tmp_path):
     methods = [{"name": "supervised", "bundle": "supervised_cls_isic", "fractions": [0.5]}, {"name": "dino", "bundle": "dino_isic"}]
     spec = load_spec(write_spec(tmp_path, "spec.yaml", methods=methods, baseline=None))

@@ -22,7 +22,7 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ PRETRAINED_OUTPUT = re.compile(r"^\$os\.path\.join\(@output_dir, '([^']+)'\)$")
 SET_BY_STUDY = ("datalist", "dataset_dir", "label_fraction", "seed", "output_dir")
 SPEC_KEYS = {"name", "datalist", "dataset_dir", "fractions", "seeds", "overrides", "baseline", "metrics", "methods"}
 METHOD_KEYS = {"name", "bundle", "overrides", "run_id", "pretrain", "fractions"}
-PRETRAIN_KEYS = {"run_id", "overrides", "outputs"}
+PRETRAIN_KEYS = {"run_id", "overrides", "outputs", "from"}
 
 
 class SpecError(ValueError):
@@ -44,11 +44,16 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Pretraining:
-    """A method's label-free stage, run once per seed; ``outputs`` maps fine-tuning knobs to the files it writes."""
+    """A method's label-free stage, run once per seed; ``outputs`` maps fine-tuning knobs to the files it writes.
+
+    ``source`` names the method whose pretraining runs are shared (``"pretrain": {"from": METHOD}``): ablations that
+    differ only after pretraining then start from the same weights, which pairs them and saves the pretraining cost.
+    """
 
     run_id: str
     overrides: dict[str, Any]
     outputs: dict[str, str]
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,10 @@ def _pretraining(value: Any, config_file: Path, where: str) -> Pretraining | Non
     if not isinstance(settings, Mapping):
         raise SpecError(f"{where}: pretrain must be true or a mapping with run_id, overrides, outputs")
     _unknown(settings, PRETRAIN_KEYS, where)
+    if "from" in settings:
+        if set(settings) != {"from"}:
+            raise SpecError(f"{where}: pretrain.from shares another method's pretraining and takes no other field")
+        return Pretraining(run_id="", overrides={}, outputs={}, source=str(settings["from"]))
     outputs = settings.get("outputs") or pretrained_outputs(config_file)
     if not outputs:
         raise SpecError(f"{where}: the bundle {config_file.parent.parent.name} has no pretraining outputs; give pretrain.outputs")
@@ -216,6 +225,19 @@ def _pretraining(value: Any, config_file: Path, where: str) -> Pretraining | Non
         overrides=_check_overrides(settings.get("overrides"), f"{where}.overrides"),
         outputs={str(k): str(v) for k, v in outputs.items()},
     )
+
+
+def _share_pretraining(method: Method, methods: Sequence[Method], where: str) -> Method:
+    """Resolve ``pretrain.from``: the named method's pretraining (same bundle, its own pretraining), marked as shared."""
+    if method.pretrain is None or method.pretrain.source is None:
+        return method
+    source = next((m for m in methods if m.name == method.pretrain.source), None)
+    if source is None or source.pretrain is None or source.pretrain.source is not None:
+        owners = [m.name for m in methods if m.pretrain is not None and m.pretrain.source is None]
+        raise SpecError(f"{where}: {method.pretrain.source!r} is not a method with its own pretraining (those: {owners})")
+    if source.bundle != method.bundle:
+        raise SpecError(f"{where}: {source.name} pretrains {source.bundle}, but {method.name} fine-tunes {method.bundle}")
+    return replace(method, pretrain=replace(source.pretrain, source=source.name))
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -268,6 +290,7 @@ def load_spec(path: str | Path) -> StudySpec:
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise SpecError(f"{path}: method names {names} repeat a name")
+    methods = [_share_pretraining(method, methods, f"{path}: methods[{index}].pretrain.from") for index, method in enumerate(methods)]
     baseline = raw.get("baseline")
     if baseline is not None and str(baseline).split("/")[0] not in names:
         raise SpecError(f"{path}: baseline {baseline!r} is not one of the methods {names}")
@@ -319,7 +342,7 @@ def expand_runs(spec: StudySpec, out: str | Path, datalist: str | None = None) -
     runs = []
     for method in spec.methods:
         for seed in spec.seeds:
-            if method.pretrain is None:
+            if method.pretrain is None or method.pretrain.source is not None:
                 continue
             folder = run_folder(out, method.name, seed, None)
             argv = _bundle_argv(method.pretrain.run_id, method, spec, datalist, seed, str(folder))
@@ -336,9 +359,10 @@ def expand_runs(spec: StudySpec, out: str | Path, datalist: str | None = None) -
                 argv += _flags({**spec.overrides, **method.overrides})
                 after = None
                 if method.pretrain is not None:
-                    pretrain_folder = run_folder(out, method.name, seed, None)
+                    owner = method.pretrain.source or method.name
+                    pretrain_folder = run_folder(out, owner, seed, None)
                     argv += _flags({knob: str(pretrain_folder / name) for knob, name in method.pretrain.outputs.items()})
-                    after = f"{method.name}/pretrain-s{seed}"
+                    after = f"{owner}/pretrain-s{seed}"
                 runs.append(
                     Run(f"{method.name}/f{fraction_key(fraction)}-s{seed}", method.name, method.bundle, seed, fraction, str(folder), argv, ("metrics.json",), after)
                 )
