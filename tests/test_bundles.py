@@ -236,11 +236,12 @@ def test_self_supervised_bundle_end_to_end(name: str, tmp_path: Path):
     assert metrics["settings"]["label_fraction"] == 0.1 and metrics["settings"]["pretraining"]["pretrain_epochs"] == 3
     history = json.loads((out / "pretraining" / "history.json").read_text())["epochs"]
     assert len(history) == 3 and all(0 <= epoch["training"]["embedding_collapse"] <= 1 for epoch in history)
+    assert all(-1 <= epoch["training"]["output_cosine"] <= 1 and epoch["training"]["output_spread"] >= 0 for epoch in history)
     pretrained = ["pretrained_backbone.pt"] if name == "dino_isic" else ["pretrained_cnn_backbone.pt", "pretrained_transformer_backbone.pt"]
     for file_name in pretrained:
         assert torch.load(out / file_name, weights_only=True), file_name
     if name == "dino_isic":
-        assert all(epoch["training"]["teacher_entropy"] > 0 for epoch in history)
+        assert all(0 < epoch["training"]["teacher_entropy"] <= epoch["training"]["log_k"] + 1e-4 for epoch in history)
     else:
         assert set(metrics["branches"]) == {"cnn", "transformer"} and metrics["settings"]["reported_branch"] == "cnn"
         assert metrics["test"] == metrics["branches"]["cnn"]["test"]

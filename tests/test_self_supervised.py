@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from s4mi_monai.engines import CASSTrainer, DINOTrainer, benchmark
-from s4mi_monai.handlers import CollapseMonitor, EMATeacher, FreezeLastLayer, ScheduleHandler
+from s4mi_monai.handlers import CollapseMonitor, EMATeacher, FreezeLastLayer, RepresentationCollapse, ScheduleHandler, output_similarity
 from s4mi_monai.losses import DINOLoss
 from s4mi_monai.networks import DINOHead, MultiCropWrapper, ProjectionHead, build_backbone
 from s4mi_monai.transforms import MultiCropBatch, NormalizeBatch, RedChannelNormalize
@@ -160,19 +160,99 @@ def test_cass_trainer_zeroes_gradients_between_steps():
             torch.testing.assert_close(parameter.grad, expected)
 
 
-def test_collapse_monitor_scores_and_warns(caplog: pytest.LogCaptureFixture):
-    monitor = CollapseMonitor(out_dim=64)
-    monitor._rows = [torch.randn(256, 32, generator=torch.Generator().manual_seed(0))]
-    healthy = monitor.compute()
-    assert healthy["embedding_collapse"] < 0.3 and monitor.warnings(healthy) == []
-    direction = torch.randn(1, 32)
-    monitor._rows = [torch.linspace(-1, 1, 256).unsqueeze(1) * direction]
-    collapsed = monitor.compute()
+def _monitor_on(rows: torch.Tensor, **kwargs) -> tuple[CollapseMonitor, dict[str, float]]:
+    monitor = CollapseMonitor(out_dim=64, **kwargs)
+    monitor._rows = [rows]
+    return monitor, monitor.compute()
+
+
+def test_collapse_monitor_on_healthy_embeddings_warns_of_nothing():
+    monitor, healthy = _monitor_on(torch.randn(256, 32, generator=torch.Generator().manual_seed(0)))
+    assert healthy["embedding_collapse"] < 0.3
+    assert abs(healthy["output_cosine"]) < 0.05 and 0.9 < healthy["output_spread"] < 1.1
+    assert monitor.warnings(healthy) == []
+
+
+def test_collapse_monitor_sees_dimensional_collapse():
+    direction = torch.randn(1, 32, generator=torch.Generator().manual_seed(1))
+    monitor, collapsed = _monitor_on(torch.linspace(-1, 1, 256).unsqueeze(1) * direction)
     assert collapsed["embedding_collapse"] > 0.95
-    assert any("representation collapse" in message for message in monitor.warnings(collapsed))
+    assert abs(collapsed["output_cosine"]) < 0.05  # ±direction: not one constant output
+    assert [message.split(":")[0] for message in monitor.warnings(collapsed)] == ["dimensional collapse"]
+
+
+def test_collapse_monitor_sees_collapse_to_one_constant_output_that_the_effective_rank_misses():
+    """The review's case: every image's output is the same vector (pairwise cosine 1.000) up to tiny noise;
+    centring leaves only the isotropic noise, so the effective-rank score looks healthy."""
+    generator = torch.Generator().manual_seed(2)
+    constant = torch.randn(1, 32, generator=generator) + 1e-3 * torch.randn(256, 32, generator=generator)
+    monitor, collapsed = _monitor_on(constant)
+    assert collapsed["embedding_collapse"] < 0.9  # the old monitor's only measure: no warning
+    assert collapsed["output_cosine"] > 0.999 and collapsed["output_spread"] < 0.01
+    assert [message.split(":")[0] for message in monitor.warnings(collapsed)] == ["constant collapse"]
+
+
+def test_collapse_monitor_can_stop_a_run_whose_outputs_are_constant():
+    generator = torch.Generator().manual_seed(3)
+    constant = torch.randn(1, 8, generator=generator) + 1e-4 * torch.randn(16, 8, generator=generator)
+    trainer = _cass_trainer()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: engine.state.output.update(embeddings=constant[: len(engine.state.output["embeddings"])]))
+    CollapseMonitor(on_constant_collapse="stop").attach(trainer)  # after the line above: it reads the constant outputs
+    with pytest.raises(RepresentationCollapse, match="epoch 1: every image gets the same output"):
+        trainer.run()
+    with pytest.raises(ValueError, match="on_constant_collapse must be"):
+        CollapseMonitor(on_constant_collapse="ignore")
+
+
+def test_output_similarity_matches_the_direct_computation():
+    outputs = torch.randn(10, 6, generator=torch.Generator().manual_seed(4)) + 0.5
+    normalized = torch.nn.functional.normalize(outputs, dim=1)
+    cosines = normalized @ normalized.T
+    expected_cosine = (cosines.sum() - cosines.diagonal().sum()) / (10 * 9)
+    measures = output_similarity(outputs)
+    assert measures["output_cosine"] == pytest.approx(float(expected_cosine), abs=1e-6)
+    assert measures["output_spread"] == pytest.approx(float(normalized.std(dim=0).mean() * math.sqrt(6)), abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        output_similarity(outputs[:1])
+
+
+def test_teacher_entropy_warnings_and_the_uniform_reference():
+    monitor = CollapseMonitor(out_dim=64)
     assert any("one-hot" in message for message in monitor.warnings({"teacher_entropy": 0.001}))
     assert any("uniform" in message for message in monitor.warnings({"teacher_entropy": math.log(64)}))
     assert monitor.warnings({"teacher_entropy": 2.0}) == []
+
+
+def test_dino_teacher_entropy_is_that_of_the_targets_used_at_a_fixed_temperature():
+    """Logged before the centre update (the targets this step trained on) and at ``entropy_temp`` whatever the
+    schedule says, so a temperature warm-up alone cannot cross the 'near uniform' line."""
+    trainer = _dino_trainer(max_epochs=1)
+    trainer.entropy_temp = 0.04
+    loss, original = trainer.loss_function, trainer.loss_function.teacher_entropy
+    calls: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+    centres: list[torch.Tensor] = []
+    logged: list[torch.Tensor] = []
+
+    def recording(teacher_output: torch.Tensor, temperature: float) -> torch.Tensor:
+        calls.append((temperature, loss.center.clone(), original(teacher_output, temperature)))
+        return calls[-1][2]
+
+    def schedule_far_from_the_monitor(engine) -> None:
+        engine.state.teacher_temp = 0.5
+        centres.append(loss.center.clone())
+
+    loss.teacher_entropy = recording
+    trainer.add_event_handler(Events.ITERATION_STARTED, schedule_far_from_the_monitor)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: logged.append(engine.state.output["teacher_entropy"]))
+    trainer.run()
+    assert [temperature for temperature, _, _ in calls] == [0.04] * len(centres) and len(centres) == 2
+    for (_, centre, entropy), before, reported in zip(calls, centres, logged):
+        torch.testing.assert_close(centre, before)  # the centre of this step's targets, not the updated one
+        assert reported is entropy
+    assert not torch.equal(loss.center, centres[0])
+    metrics = trainer.state.metrics
+    assert metrics["log_k"] == pytest.approx(math.log(64))
+    assert metrics["loss_minus_log_k"] == pytest.approx(metrics["loss_minus_log_k"]) and metrics["teacher_entropy"] > 0
 
 
 def test_normalize_batch_matches_the_fine_tuning_transforms():

@@ -138,9 +138,16 @@ def _method(spec: BundleSpec) -> str:
     if spec.method in SSL_METHODS:
         return (
             SSL_METHODS[spec.method]
-            + "\n- Collapse monitoring: every pretraining epoch logs the embedding-collapse score (MONAI effective rank) "
-            + ("and the teacher's entropy, " if spec.method == "dino" else "")
-            + "and warns when the representation collapses."
+            + "\n- Collapse monitoring: every pretraining epoch logs the effective-rank collapse score (dimensional collapse), "
+            + "the mean pairwise cosine and spread of the L2-normalised outputs (constant collapse) "
+            + ("and the teacher's entropy next to log K, " if spec.method == "dino" else "")
+            + "and warns when the representation collapses ([docs/self_supervised.md](../../../docs/self_supervised.md#monitoring-collapse))."
+            + (
+                "\n- From random initialisation CASS collapses to a constant output within a few dozen steps (the paper starts from "
+                "ImageNet weights: `--pretrained_weights FILE`); a run on a datalist then stops (`--on_constant_collapse warn` to continue)."
+                if spec.method == "cass"
+                else ""
+            )
         )
     if spec.task == "classification":
         return (

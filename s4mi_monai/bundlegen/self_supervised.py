@@ -37,6 +37,8 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
         "channels_last": "$@torch_device.type == 'cuda'",
         "compile": False,
         "benchmark_steps": 20,
+        # CASS from random initialisation collapses within a few dozen steps: a real run stops, the demo (a smoke test) warns
+        "on_constant_collapse": "$'warn' if @demo else 'stop'" if spec.method == "cass" else "warn",
     }
     if spec.method == "cass":
         return {
@@ -123,7 +125,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
 
 def _monitoring(out_dim: str | None) -> list[dict[str, Any]]:
     return [
-        {"_target_": "s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim},
+        {"_target_": "s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim, "on_constant_collapse": "@on_constant_collapse"},
         *parts.logging_handlers("$os.path.join(@output_dir, 'pretraining', 'runs')", "pretrain_loss", "$lambda output: output['loss']"),
     ]
 
@@ -375,9 +377,10 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         finetune = finetune_steps()
         finetune_trainers = ["@train#trainer"]
     config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
-    config["pretrain"] = [_pretrain(backbones, skip_if_done=False)]
+    start_note = ["$s4mi_monai.bundle.note_cass_start(@pretrained_weights, @on_constant_collapse)"] if cass else []
+    config["pretrain"] = [*start_note, _pretrain(backbones, skip_if_done=False)]
     config["finetune"] = finetune
-    config["run"] = [_pretrain(backbones, skip_if_done=True), *finetune]
+    config["run"] = [*start_note, _pretrain(backbones, skip_if_done=True), *finetune]
     config["training"] = "%run"
     config["benchmark"] = [
         "$s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",

@@ -8,7 +8,8 @@ the augmented views of the whole batch on the training device with
 
 Per iteration the output holds ``loss`` plus what :class:`s4mi_monai.handlers.CollapseMonitor` reads:
 ``embeddings`` (detached; DINO: the teacher's backbone features of the first global crop; CASS: the CNN's
-projection, which is what the loss aligns) and, for DINO, ``teacher_entropy``. ``torch.compile`` (the
+projection, which is what the loss aligns) and, for DINO, ``outputs`` (the teacher's head outputs of that
+crop) and ``teacher_entropy`` (of the targets this step used: before the centre update, at a fixed temperature). ``torch.compile`` (the
 trainer's ``compile``) wraps the student (DINO) or the CNN (CASS).
 """
 
@@ -72,6 +73,10 @@ class DINOTrainer(SelfSupervisedTrainer):
     gradient clipping at ``clip_grad`` (0: off), optimizer step. The teacher's EMA update is the
     :class:`s4mi_monai.handlers.EMATeacher` handler at ``ITERATION_COMPLETED``. Both networks are
     :class:`s4mi_monai.networks.MultiCropWrapper`.
+
+    The reported ``teacher_entropy`` is that of the targets this step trained on (the centre before the loss
+    updates it) at the fixed ``entropy_temp`` (default: the initial ``teacher_temp``), so that a temperature
+    schedule alone does not move the monitor.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class DINOTrainer(SelfSupervisedTrainer):
         teacher_temp: float = 0.04,
         clip_grad: float = 3.0,
         student_sees_globals: bool = True,
+        entropy_temp: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -90,6 +96,7 @@ class DINOTrainer(SelfSupervisedTrainer):
         self.clip_grad = clip_grad
         self.student_sees_globals = student_sees_globals
         self.state.teacher_temp = teacher_temp
+        self.entropy_temp = teacher_temp if entropy_temp is None else entropy_temp
 
     def _iteration(self, engine: DINOTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
         views = engine.make_views(batchdata)
@@ -103,6 +110,7 @@ class DINOTrainer(SelfSupervisedTrainer):
             with torch.no_grad():
                 teacher_features, teacher_output = engine.teacher.forward_with_features(global_crops)
             student_output = engine.network(student_crops)
+            teacher_entropy = engine.loss_function.teacher_entropy(teacher_output.float(), engine.entropy_temp)
             loss = engine.loss_function(student_output.float(), teacher_output.float(), engine.state.teacher_temp)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss.backward()
@@ -114,7 +122,8 @@ class DINOTrainer(SelfSupervisedTrainer):
         engine.state.output = {
             CommonKeys.LOSS: loss.detach(),
             "embeddings": teacher_features[:batch_size].detach().float(),
-            "teacher_entropy": engine.loss_function.teacher_entropy(teacher_output.float(), engine.state.teacher_temp),
+            "outputs": teacher_output[:batch_size].detach().float(),
+            "teacher_entropy": teacher_entropy,
         }
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
