@@ -18,6 +18,7 @@ __all__ = [
     "cosine_schedule",
     "linear_warmup_then_constant",
     "param_groups_for_weight_decay",
+    "pretraining_optimizer",
     "poly_schedule",
     "sigmoid_rampup_schedule",
 ]
@@ -123,6 +124,19 @@ def param_groups_for_weight_decay(module: torch.nn.Module) -> list[dict[str, Any
         {"params": regularised},
         {"params": not_regularised, "weight_decay": 0.0, FIXED_KEYS: ["weight_decay"]},
     ]
+
+
+PRETRAINING_OPTIMIZERS = ("adamw", "sgd")
+
+
+def pretraining_optimizer(name: str, params: Any, lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    """DINO's optimiser by name, as the official ``--optimizer``: ``"adamw"`` (the ViT default) or ``"sgd"`` with
+    momentum 0.9 (the README's ResNet-50 recipe). Weight decay comes from the schedule handler per param group."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, fused=fused)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=fused)
+    raise ValueError(f"--pretrain_optimizer must be one of {PRETRAINING_OPTIMIZERS}, got {name!r}")
 
 
 @torch.no_grad()

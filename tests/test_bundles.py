@@ -496,6 +496,22 @@ def test_max_iterations_sets_the_epochs_and_the_schedule_of_every_training(name:
     assert parser.get_parsed_content(f"{section}epochs") == parser.get_parsed_content("max_epochs")
 
 
+@pytest.mark.parametrize("name", ["dino_isic", "cass_isic"])
+def test_pretrain_max_iterations_sizes_the_pretraining_and_its_schedules(name: str):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / name / "configs" / "train.json"))
+    parser.update({"pretrain_max_iterations": 100, "ssl#iterations_per_epoch": 7})
+    assert parser.get_parsed_content("ssl#epochs") == 15
+    assert parser["ssl#trainer"]["max_epochs"].replace("::", "#") == "@ssl#epochs"
+    if name == "dino_isic":
+        for schedule in ("lr_schedule", "weight_decay_schedule", "momentum_schedule", "teacher_temp_schedule"):
+            assert len(parser.get_parsed_content(f"ssl#{schedule}")) == 15 * 7, schedule
+    else:
+        assert parser.get_parsed_content("ssl#lr_scheduler").T_max == 15 * 7
+
+
 def _parsed(name: str, key: str, **overrides) -> torch.nn.Module:
     """A network of a bundle's train.json, built after seeding as the bundle's ``initialize`` does."""
     from monai.bundle import ConfigParser

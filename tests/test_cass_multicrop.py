@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 
-from s4mi_monai.losses.cass import cass_loss
+from s4mi_monai.losses.cass import cass_loss, cass_predictor_loss
 from s4mi_monai.transforms import multicrop
 from s4mi_monai.transforms.multicrop import MultiCropBatch, MultiCropd, RandResizedCrop, resized_crop, sample_crop_boxes
 
@@ -75,6 +75,18 @@ def test_cass_loss_trains_both_networks_and_ignores_scale():
 def test_cass_loss_rejects_mismatched_outputs():
     with pytest.raises(ValueError, match="same shape"):
         cass_loss(torch.randn(4, 8), torch.randn(4, 7))
+
+
+def test_cass_predictor_loss_predicts_the_other_branch_held_fixed():
+    """½ [D(p_cnn, sg(z_vit)) + D(p_vit, sg(z_cnn))]: the targets pass no gradient, the predictions do."""
+    generator = torch.Generator().manual_seed(0)
+    z_cnn, z_vit, p_cnn, p_vit = (torch.randn(4, 8, generator=generator, requires_grad=True) for _ in range(4))
+    loss = cass_predictor_loss(p_cnn, z_cnn, p_vit, z_vit)
+    expected = 0.5 * (cass_loss(p_cnn, z_vit) + cass_loss(p_vit, z_cnn))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert z_cnn.grad is None and z_vit.grad is None, "targets are held fixed"
+    assert p_cnn.grad.abs().sum() > 0 and p_vit.grad.abs().sum() > 0
 
 
 # Random-resized crop

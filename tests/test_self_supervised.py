@@ -14,6 +14,7 @@ from monai.transforms import NormalizeIntensity
 from torch import nn
 from torch.utils.data import DataLoader
 
+from s4mi_monai.bundle import branch_parameters, cass_predictors
 from s4mi_monai.engines import CASSTrainer, DINOTrainer, benchmark
 from s4mi_monai.handlers import CollapseMonitor, EMATeacher, FreezeLastLayer, RepresentationCollapse, ScheduleHandler, output_similarity
 from s4mi_monai.losses import DINOLoss
@@ -61,20 +62,22 @@ def _dino_trainer(max_epochs: int = 1, momentum: float = 0.996, lr: float = 1e-3
     )
 
 
-def _cass_trainer(max_epochs: int = 1, lr: float = 1e-3) -> CASSTrainer:
+def _cass_trainer(max_epochs: int = 1, lr: float = 1e-3, predictors: nn.ModuleDict | None = None) -> CASSTrainer:
     torch.manual_seed(0)
     cnn = MultiCropWrapper(TinyCNN(), ProjectionHead(16, 8))
     vit = MultiCropWrapper(build_backbone("vit_ti16", 32), ProjectionHead(192, 8))
+    predictors = predictors if predictors is not None else nn.ModuleDict()
     return CASSTrainer(
         "cpu",
         max_epochs,
         _loader(),
         cnn,
-        torch.optim.Adam(cnn.parameters(), lr=lr),
+        torch.optim.Adam(branch_parameters(cnn, predictors, "cnn"), lr=lr),
         views=MultiCropBatch("cass", 32),
         normalize=NormalizeBatch(),
         transformer=vit,
-        transformer_optimizer=torch.optim.Adam(vit.parameters(), lr=lr),
+        transformer_optimizer=torch.optim.Adam(branch_parameters(vit, predictors, "transformer"), lr=lr),
+        predictors=predictors,
         train_handlers=[CollapseMonitor()],
         generator=torch.Generator().manual_seed(0),
     )
@@ -136,6 +139,20 @@ def test_cass_trainer_loss_falls_and_both_networks_learn():
     assert losses[-1] < losses[0] / 2, losses
     assert any(not torch.equal(b, a) for b, a in zip(cnn_before, trainer.network.parameters()))
     assert any(not torch.equal(b, a) for b, a in zip(vit_before, trainer.transformer.parameters()))
+
+
+def test_cass_predictor_stabiliser_trains_the_predictors_with_their_branches():
+    predictors = cass_predictors("predictor", 8)
+    assert set(predictors) == {"cnn", "transformer"} and len(cass_predictors("none", 8)) == 0
+    trainer = _cass_trainer(max_epochs=2, predictors=predictors)
+    before = {name: p.detach().clone() for name, p in predictors.named_parameters()}
+    losses = _losses(trainer)
+    assert all(0 <= loss <= 4 for loss in losses)
+    assert all(not torch.equal(before[name], p) for name, p in predictors.named_parameters() if name.endswith("weight"))
+    with pytest.raises(ValueError, match="--stabiliser must be one of"):
+        cass_predictors("byol", 8)
+    with pytest.raises(ValueError, match="needs a 'cnn' and a 'transformer' predictor"):
+        _cass_trainer(predictors=nn.ModuleDict({"cnn": nn.Linear(8, 8)}))
 
 
 def test_cass_trainer_zeroes_gradients_between_steps():
@@ -278,6 +295,52 @@ def test_benchmark_reports_throughput_without_running_handlers(capsys: pytest.Ca
     assert "benchmark" in capsys.readouterr().out
     with pytest.raises(ValueError):
         benchmark(trainer, "pretrain", steps=0)
+
+
+def test_benchmark_peak_memory_is_the_stages_own_where_linux_allows(capsys: pytest.CaptureFixture):
+    from s4mi_monai.engines.benchmark import _peak_resident_memory_mb
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("the peak resident memory can only be reset on Linux (/proc/self/clear_refs)")
+    trainer = _cass_trainer()
+    earlier = torch.ones(800 * 2**20 // 4)  # an earlier stage's 800 MB, freed before this stage
+    earlier.add_(1)
+    del earlier
+    before = _peak_resident_memory_mb()
+    result = benchmark(trainer, "pretrain", steps=1, warmup=0)
+    assert result["peak_memory_scope"] == "stage" and result["peak_memory_mb"] < before - 400, (result, before)
+
+
+@pytest.mark.parametrize(("backbone", "optimizer", "lr", "weight_decay"), [("resnet18", "SGD", 0.03, 1e-4), ("vit_ti16", "AdamW", 0.0005, 0.04)])
+def test_small_data_preset_sizes_dino_for_a_few_thousand_images(backbone: str, optimizer: str, lr: float, weight_decay: float):
+    from monai.bundle import ConfigParser
+
+    configs = REPO / "bundles" / "dino_isic" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "small_data.json")])
+    parser.update({"backbone": backbone, "image_size": 64, "pretrain_batch_size": 64, "ssl#iterations_per_epoch": 21})
+    assert parser.get_parsed_content("ssl#epochs") == math.ceil(3000 / 21)
+    assert parser.get_parsed_content("ssl#momentum_schedule")[0] == pytest.approx(0.99)
+    assert set(parser.get_parsed_content("ssl#teacher_temp_schedule")) == {0.04}
+    assert parser.get_parsed_content("head_out_dim") == 2048
+    assert parser.get_parsed_content("local_crop_size") == 32  # at least 3/7 of 64, a multiple of 16
+    assert parser.get_parsed_content("blur_sigma") == pytest.approx([0.1 * 64 / 224, 2.0 * 64 / 224])
+    assert parser.get_parsed_content("pretrain_lr") == pytest.approx(lr * 64 / 256)
+    assert parser.get_parsed_content("ssl#weight_decay_schedule")[0] == pytest.approx(weight_decay)
+    views = parser.get_parsed_content("ssl#views")
+    blur = views.views["global_0"].transforms[-1]
+    assert type(blur).__name__ == "RandGaussianBlur" and blur.sigma == pytest.approx((0.1 * 64 / 224, 2.0 * 64 / 224))
+    parser["device"] = "cpu"
+    assert type(parser.get_parsed_content("ssl#optimizer")).__name__ == optimizer
+
+
+def test_blur_sigma_belongs_to_the_dino_preset_and_optimizers_are_named():
+    from s4mi_monai.optim import pretraining_optimizer
+
+    with pytest.raises(ValueError, match="blur_sigma is a knob of the dino preset only"):
+        MultiCropBatch("lucidrains", 32, blur_sigma=(0.1, 0.5))
+    with pytest.raises(ValueError, match="--pretrain_optimizer must be one of"):
+        pretraining_optimizer("lars", [torch.nn.Parameter(torch.zeros(1))], 0.1)
 
 
 def test_lucidrains_preset_overrides_the_official_recipe():

@@ -332,6 +332,27 @@ def finetuning_start(pretraining: str, global_path: str, local_path: str) -> tup
     return None, "encoder"
 
 
+CASS_STABILISERS = ("none", "predictor")
+"""``--stabiliser`` of the CASS bundles: plain CASS, or the opt-in predictor with stop-gradient (a deviation)."""
+
+
+def cass_predictors(stabiliser: str, dim: int) -> torch.nn.ModuleDict:
+    """The predictors of CASS's ``--stabiliser``: one :class:`PredictionHead` per branch for ``"predictor"``, none for ``"none"``."""
+    from s4mi_monai.networks import PredictionHead
+
+    if stabiliser not in CASS_STABILISERS:
+        raise ValueError(f"--stabiliser must be one of {CASS_STABILISERS}, got {stabiliser!r}")
+    if stabiliser == "none":
+        return torch.nn.ModuleDict()
+    return torch.nn.ModuleDict({"cnn": PredictionHead(dim), "transformer": PredictionHead(dim)})
+
+
+def branch_parameters(network: torch.nn.Module, predictors: torch.nn.ModuleDict, branch: str) -> list[torch.nn.Parameter]:
+    """A CASS branch's trainable parameters: its network's and, with the predictor stabiliser, its predictor's."""
+    extra = list(predictors[branch].parameters()) if branch in predictors else []
+    return [*network.parameters(), *extra]
+
+
 def note_cass_start(pretrained_weights: str | None, on_constant_collapse: str) -> None:
     """Say up front what CASS needs: from random initialisation its outputs become constant (measured on ISIC-2017:
     pairwise cosine 0.93-0.98 at initialisation, 1.000 within 15 steps, at every learning rate tried); the paper

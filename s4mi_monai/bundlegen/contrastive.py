@@ -189,10 +189,10 @@ def contrastive_train_config(spec: BundleSpec) -> dict[str, Any]:
         "finetune": finetune,
         "run": [*global_steps, *local_steps, *finetune],
         "training": "%run",
-        "benchmark": [
-            f"$s4mi_monai.engines.benchmark(@{stage}#trainer, '{stage}_contrastive', @benchmark_steps)" for stage in STAGES
-        ]
-        + ["$s4mi_monai.engines.benchmark(@train#trainer, 'finetune', @benchmark_steps)"],
+        # one stage per process (run benchmark_global, benchmark_local, benchmark_finetune) isolates its memory peak
+        **{f"benchmark_{stage}": [f"$s4mi_monai.engines.benchmark(@{stage}#trainer, '{stage}_contrastive', @benchmark_steps)"] for stage in STAGES},
+        "benchmark_finetune": ["$s4mi_monai.engines.benchmark(@train#trainer, 'finetune', @benchmark_steps)"],
+        "benchmark": [f"%benchmark_{stage}#0" for stage in (*STAGES, "finetune")],
     }
 
 

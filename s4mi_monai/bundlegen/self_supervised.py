@@ -32,6 +32,7 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
     """Official DINO defaults (methods.md 1.2.a) or the CASS notebook recipe (1.3); demo-sized without a datalist."""
     common = {
         "pretrain_epochs": "$3 if @demo else 100",
+        "pretrain_max_iterations": None,
         "pretrain_batch_size": "$16 if @demo else 64" if spec.method == "dino" else 16,
         "pretrain_image_size": "@image_size",
         "channels_last": "$@torch_device.type == 'cuda'",
@@ -46,6 +47,7 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
             "transformer_backbone": "$'vit_ti16' if @demo else 'vit_b16'",
             "report_branch": "cnn",
             "projection_dim": 1000,
+            "stabiliser": "none",
             "pretrain_lr": 1e-3,
             "pretrain_min_lr": 1e-6,
             "pretrained_cnn_backbone": "$os.path.join(@output_dir, 'pretrained_cnn_backbone.pt')",
@@ -54,16 +56,17 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
         }
     return {
         "pretrained_backbone": "$os.path.join(@output_dir, 'pretrained_backbone.pt')",
+        "pretrain_optimizer": "adamw",
         "pretrain_lr": "$0.0005 * @pretrain_batch_size / 256",
         "pretrain_min_lr": 1e-6,
-        "pretrain_warmup_epochs": "$min(10, @pretrain_epochs // 3)",
+        "pretrain_warmup_epochs": "$min(10, @ssl#epochs // 3)",
         "pretrain_weight_decay": 0.04,
         "pretrain_weight_decay_end": 0.4,
         "teacher_momentum": 0.996,
         "student_temp": 0.1,
         "warmup_teacher_temp": 0.04,
         "teacher_temp": 0.07,
-        "warmup_teacher_temp_epochs": "$min(30, @pretrain_epochs)",
+        "warmup_teacher_temp_epochs": "$min(30, @ssl#epochs)",
         "center_momentum": 0.9,
         "head_out_dim": "$1024 if @demo else 65536",
         "head_hidden_dim": "$512 if @demo else 2048",
@@ -74,6 +77,7 @@ def _pretraining_knobs(spec: BundleSpec) -> dict[str, Any]:
         "n_local_crops": "$2 if @demo else 8",
         "global_crop_scale": [0.4, 1.0],
         "local_crop_scale": [0.05, 0.4],
+        "blur_sigma": [0.1, 2.0],
         "student_sees_globals": True,
         "clip_grad": 3.0,
         "freeze_last_layer": 1,
@@ -102,6 +106,7 @@ def _ssl_data() -> dict[str, Any]:
             "pin_memory": "$@torch_device.type == 'cuda'",
         },
         "iterations_per_epoch": "$len(@ssl#dataloader)",
+        "epochs": "$s4mi_monai.bundle.epochs_for_iterations(@pretrain_max_iterations, @pretrain_epochs, @ssl#iterations_per_epoch)",
         "normalize": {
             "_target_": "s4mi_monai.transforms.NormalizeBatch",
             "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
@@ -139,7 +144,7 @@ def _dino_section() -> dict[str, Any]:
         "bottleneck_dim": "@head_bottleneck_dim",
         "n_layers": "@head_layers",
     }
-    epochs, iters = "@pretrain_epochs", "@ssl#iterations_per_epoch"
+    epochs, iters = "@ssl#epochs", "@ssl#iterations_per_epoch"
     return {
         **_ssl_data(),
         "backbone": {"_target_": "s4mi_monai.networks.build_backbone", "name": "@backbone", "image_size": "@pretrain_image_size"},
@@ -157,7 +162,8 @@ def _dino_section() -> dict[str, Any]:
             "center_momentum": "@center_momentum",
         },
         "optimizer": {
-            "_target_": "torch.optim.AdamW",
+            "_target_": "s4mi_monai.optim.pretraining_optimizer",
+            "name": "@pretrain_optimizer",
             "params": "$s4mi_monai.optim.param_groups_for_weight_decay(@ssl#student)",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
@@ -174,6 +180,7 @@ def _dino_section() -> dict[str, Any]:
             "n_local": "@n_local_crops",
             "global_scale": "@global_crop_scale",
             "local_scale": "@local_crop_scale",
+            "blur_sigma": "$None if @crop_preset == 'lucidrains' else @blur_sigma",
         },
         "handlers": [
             {
@@ -206,7 +213,7 @@ def _dino_section() -> dict[str, Any]:
         "trainer": {
             "_target_": "s4mi_monai.engines.DINOTrainer",
             "device": "@torch_device",
-            "max_epochs": "@pretrain_epochs",
+            "max_epochs": "@ssl#epochs",
             "train_data_loader": "@ssl#dataloader",
             "network": "@ssl#student",
             "teacher": "@ssl#teacher",
@@ -241,7 +248,7 @@ def _cass_section() -> dict[str, Any]:
         return {
             "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
             "optimizer": optimizer,
-            "T_max": "$@pretrain_epochs * @ssl#iterations_per_epoch",
+            "T_max": "$@ssl#epochs * @ssl#iterations_per_epoch",
             "eta_min": "@pretrain_min_lr",
         }
 
@@ -253,15 +260,16 @@ def _cass_section() -> dict[str, Any]:
         "cnn": "$s4mi_monai.bundle.to_device(@ssl#cnn_def, @torch_device, @channels_last)",
         "transformer_def": network("transformer"),
         "transformer": "$@ssl#transformer_def.to(@torch_device)",
+        "predictors": "$s4mi_monai.bundle.cass_predictors(@stabiliser, @projection_dim).to(@torch_device)",
         "optimizer": {
             "_target_": "torch.optim.Adam",
-            "params": "$@ssl#cnn.parameters()",
+            "params": "$s4mi_monai.bundle.branch_parameters(@ssl#cnn, @ssl#predictors, 'cnn')",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
         "transformer_optimizer": {
             "_target_": "torch.optim.Adam",
-            "params": "$@ssl#transformer.parameters()",
+            "params": "$s4mi_monai.bundle.branch_parameters(@ssl#transformer, @ssl#predictors, 'transformer')",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
@@ -278,6 +286,7 @@ def _cass_section() -> dict[str, Any]:
             {
                 "cnn": "@ssl#cnn",
                 "transformer": "@ssl#transformer",
+                "predictors": "@ssl#predictors",
                 "optimizer": "@ssl#optimizer",
                 "transformer_optimizer": "@ssl#transformer_optimizer",
                 "lr_scheduler": "@ssl#lr_scheduler",
@@ -287,12 +296,13 @@ def _cass_section() -> dict[str, Any]:
         "trainer": {
             "_target_": "s4mi_monai.engines.CASSTrainer",
             "device": "@torch_device",
-            "max_epochs": "@pretrain_epochs",
+            "max_epochs": "@ssl#epochs",
             "train_data_loader": "@ssl#dataloader",
             "network": "@ssl#cnn",
             "optimizer": "@ssl#optimizer",
             "transformer": "@ssl#transformer",
             "transformer_optimizer": "@ssl#transformer_optimizer",
+            "predictors": "@ssl#predictors",
             "views": "@ssl#views",
             "normalize": "@ssl#normalize",
             "amp": "@use_amp",
@@ -304,11 +314,21 @@ def _cass_section() -> dict[str, Any]:
 
 
 def _pretraining_settings(spec: BundleSpec) -> dict[str, Any]:
-    names = ["pretrain_epochs", "pretrain_batch_size", "pretrain_image_size", "pretrain_lr"]
+    names = ["pretrain_epochs", "pretrain_max_iterations", "pretrain_batch_size", "pretrain_image_size", "pretrain_lr"]
     if spec.method == "dino":
-        names += ["crop_preset", "n_local_crops", "local_crop_size", "head_out_dim", "student_temp", "teacher_temp", "teacher_momentum"]
+        names += [
+            "pretrain_optimizer",
+            "crop_preset",
+            "n_local_crops",
+            "local_crop_size",
+            "blur_sigma",
+            "head_out_dim",
+            "student_temp",
+            "teacher_temp",
+            "teacher_momentum",
+        ]
     else:
-        names += ["cnn_backbone", "transformer_backbone", "projection_dim"]
+        names += ["cnn_backbone", "transformer_backbone", "projection_dim", "stabiliser"]
     return {name: f"@{name}" for name in names}
 
 
@@ -412,6 +432,30 @@ LUCIDRAINS_PRESET = {
 student temperature 0.9, constant teacher temperature 0.04 and EMA 0.9, hidden width 256, two local crops at the global
 size seen by the student only, constant Adam 3e-4 without weight decay, no clipping or last-layer freezing. Kept from
 the official code: the weight-normalised last layer, per-image crop and colour draws (lucidrains draws once per batch)."""
+
+
+SMALL_DATA_PRESET = {
+    "pretrain_max_iterations": 3000,
+    "pretrain_warmup_epochs": "$max(1, @ssl#epochs // 10)",
+    "teacher_momentum": 0.99,
+    "warmup_teacher_temp": 0.04,
+    "teacher_temp": 0.04,
+    "head_out_dim": 2048,
+    "local_crop_size": "$-(-@pretrain_image_size * 3 // 7 // 16) * 16",
+    "blur_sigma": "$[0.1 * @pretrain_image_size / 224, 2.0 * @pretrain_image_size / 224]",
+    "pretrain_optimizer": "$'sgd' if @backbone.startswith('resnet') else 'adamw'",
+    "pretrain_lr": "$(0.03 if @pretrain_optimizer == 'sgd' else 0.0005) * @pretrain_batch_size / 256",
+    "pretrain_weight_decay": "$1e-4 if @pretrain_optimizer == 'sgd' else 0.04",
+    "pretrain_weight_decay_end": "$1e-4 if @pretrain_optimizer == 'sgd' else 0.4",
+    "global_crop_scale": "$[0.14, 1.0] if @pretrain_optimizer == 'sgd' else [0.4, 1.0]",
+    "local_crop_scale": "$[0.05, 0.14] if @pretrain_optimizer == 'sgd' else [0.05, 0.4]",
+}
+"""``configs/small_data.json``, laid over ``train.json``: DINO sized for a few thousand images. Thousands of steps
+(3,000) with warm-ups in proportion, instead of ImageNet's epochs; teacher momentum from 0.99 (the fix reported on
+small datasets, dino issues #61/#246/#273) and a constant teacher temperature 0.04 (the official default); 2,048
+prototypes instead of 65,536; local crops at least 3/7 of the global size (rounded up to a multiple of 16) and the blur
+scaled to the resolution (the official sigma range is for 224 px); for ResNets the official SGD recipe (lr 0.03 x
+batch/256, momentum 0.9, weight decay 1e-4, crop scales (0.14, 1) and (0.05, 0.14))."""
 
 
 def ssl_evaluate_config(spec: BundleSpec) -> dict[str, Any]:

@@ -45,7 +45,7 @@ CONFIG_BUILDERS: dict[str, dict[str, Builder]] = {
 """The builder of each config file, per method family (:attr:`s4mi_monai.bundlegen.registry.Method.family`)."""
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "dino": {"lucidrains.json": self_supervised.LUCIDRAINS_PRESET},
+    "dino": {"lucidrains.json": self_supervised.LUCIDRAINS_PRESET, "small_data.json": self_supervised.SMALL_DATA_PRESET},
     "crossteach_seg": {"ssl4mis.json": crossteach.SSL4MIS_PRESET},
 }
 """Overlays passed after ``train.json`` (``--config_file "['train.json','<preset>.json']"``), per method."""

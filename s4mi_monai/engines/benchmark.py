@@ -11,9 +11,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +31,24 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _reset_peak_resident_memory() -> bool:
+    """Reset the process's peak resident memory (Linux ``/proc/self/clear_refs``), so the next reading is this stage's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_resident_memory_mb() -> float:
+    """The process's peak resident memory in MiB (``VmHWM``, which ``_reset_peak_resident_memory`` resets; else ``ru_maxrss``)."""
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return int(match.group(1)) / 1024 if match else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _batch_size(batch: Any) -> int:
     images = batch[CommonKeys.IMAGE] if isinstance(batch, dict) else batch[0]
     return int(images.shape[0])
@@ -40,13 +60,18 @@ def benchmark(trainer: Any, name: str, steps: int = 20, warmup: int = 3) -> dict
     ``images_per_second`` counts loader time (decoding, collation) and step time together: what a user
     gets. ``step_seconds`` is the mean time of the iteration alone (transfer, views, forward, backward,
     step), ``data_seconds`` the mean wait for the loader. ``peak_memory_mb`` is the peak GPU memory
-    allocated by tensors on CUDA and the process's peak resident memory elsewhere.
+    allocated by tensors on CUDA; elsewhere the process's peak resident memory during this stage
+    (``peak_memory_scope`` "stage", on Linux, where the peak can be reset; it then still counts what earlier
+    stages left resident, such as cached datasets) or since the process started (``"process"``).
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be positive and warmup non-negative, got {steps} and {warmup}")
     device = torch.device(trainer.state.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        scope = "stage"
+    else:
+        scope = "stage" if _reset_peak_resident_memory() else "process"
     batches = itertools.cycle(trainer.data_loader)
     trainer.state.epoch = 1
     step_times, data_times, images = [], [], 0
@@ -66,7 +91,7 @@ def benchmark(trainer: Any, name: str, steps: int = 20, warmup: int = 3) -> dict
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = _peak_resident_memory_mb()
     result = {
         "stage": name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -76,6 +101,7 @@ def benchmark(trainer: Any, name: str, steps: int = 20, warmup: int = 3) -> dict
         "step_seconds": sum(step_times) / steps,
         "data_seconds": sum(data_times) / steps,
         "peak_memory_mb": peak_mb,
+        "peak_memory_scope": scope,
         "autocast": "bf16" if getattr(trainer, "use_bf16", False) else ("fp16" if getattr(trainer, "amp", False) else None),
         "channels_last": bool(getattr(trainer, "channels_last", False)),
     }

@@ -24,7 +24,7 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from s4mi_monai.engines.base import CustomIterationTrainer
-from s4mi_monai.losses import DINOLoss, cass_loss
+from s4mi_monai.losses import DINOLoss, cass_loss, cass_predictor_loss
 from s4mi_monai.optim import clip_gradients_per_parameter
 from s4mi_monai.transforms.multicrop import MultiCropBatch
 
@@ -136,24 +136,44 @@ class CASSTrainer(SelfSupervisedTrainer):
     ``L = mean_b[2 − 2 cos(z_cnn, z_vit)]`` (:func:`s4mi_monai.losses.cass_loss`), both gradients are zeroed
     before backward (the reference notebook never zeroed them) and both optimizers step. A learning-rate
     schedule per optimizer attaches as ordinary handlers.
+
+    ``predictors`` (the opt-in stabiliser, a deviation from CASS): a ``ModuleDict`` with a ``"cnn"`` and a
+    ``"transformer"`` :class:`s4mi_monai.networks.PredictionHead`; the loss is then
+    :func:`s4mi_monai.losses.cass_predictor_loss`. Each predictor's parameters belong in its branch's optimizer.
+    Empty or None: plain CASS.
     """
 
-    def __init__(self, *args: Any, transformer: nn.Module, transformer_optimizer: torch.optim.Optimizer, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        transformer: nn.Module,
+        transformer_optimizer: torch.optim.Optimizer,
+        predictors: nn.ModuleDict | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("loss_function", cass_loss)
         super().__init__(*args, **kwargs)
         self.transformer = transformer
         self.transformer_optimizer = transformer_optimizer
+        self.predictors = predictors if predictors is not None else nn.ModuleDict()
+        if len(self.predictors) and set(self.predictors) != {"cnn", "transformer"}:
+            raise ValueError(f"predictors needs a 'cnn' and a 'transformer' predictor, got {sorted(self.predictors)}")
 
     def _iteration(self, engine: CASSTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
         (view,) = engine.make_views(batchdata).values()
         engine.network.train()
         engine.transformer.train()
+        engine.predictors.train()
         engine.optimizer.zero_grad(set_to_none=True)
         engine.transformer_optimizer.zero_grad(set_to_none=True)
         with engine.autocast():
             z_cnn = engine.network(view)
             z_vit = engine.transformer(view.contiguous())
-            loss = engine.loss_function(z_cnn.float(), z_vit.float())
+            if len(engine.predictors):
+                p_cnn, p_vit = engine.predictors["cnn"](z_cnn), engine.predictors["transformer"](z_vit)
+                loss = cass_predictor_loss(p_cnn.float(), z_cnn.float(), p_vit.float(), z_vit.float())
+            else:
+                loss = engine.loss_function(z_cnn.float(), z_vit.float())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss.backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)

@@ -27,4 +27,16 @@ def cass_loss(z_cnn: torch.Tensor, z_vit: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * cosine).mean()
 
 
-__all__ = ["cass_loss"]
+def cass_predictor_loss(p_cnn: torch.Tensor, z_cnn: torch.Tensor, p_vit: torch.Tensor, z_vit: torch.Tensor) -> torch.Tensor:
+    """The predictor stabiliser (an opt-in deviation from CASS): each branch predicts the other's projection.
+
+    ``L = ½ [D(p_cnn, sg(z_vit)) + D(p_vit, sg(z_cnn))]`` with ``D`` = :func:`cass_loss` (``2 − 2 cos``), ``p = q(z)``
+    the branch's predictor output and ``sg`` stop-gradient (SimSiam's symmetric loss, across the two architectures
+    instead of two views). The CNN still learns from the transformer and the transformer from the CNN, on one view,
+    as CASS intends; the asymmetry (predictor on one side, fixed target on the other) is what keeps the two from
+    agreeing on a constant output, the collapse CASS shows from random initialisation.
+    """
+    return 0.5 * (cass_loss(p_cnn, z_vit.detach()) + cass_loss(p_vit, z_cnn.detach()))
+
+
+__all__ = ["cass_loss", "cass_predictor_loss"]

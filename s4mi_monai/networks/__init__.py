@@ -14,7 +14,7 @@ from .contrastive_unet import (
     build_contrastive_network,
 )
 from .ensemble import PREDICTION_CHOICES, SoftmaxEnsemble, select_prediction_network
-from .heads import DINOHead, MultiCropWrapper, ProjectionHead
+from .heads import DINOHead, MultiCropWrapper, PredictionHead, ProjectionHead
 from .picie import PICIE_ENCODERS, FPNDecoder, PiCIENet, PiCIESegmenter
 from .segmentation import SEGMENTATION_ARCHITECTURES, build_segmentation_network, check_segmentation_architecture
 from .swin_unet import SwinUNet, build_segmentation_transformer, check_transformer_image_size, swin_official_to_swin_unet
@@ -23,6 +23,7 @@ from .weights import LoadReport, interpolate_pos_embed, load_pretrained
 
 __all__ = [
     "ProjectionHead",
+    "PredictionHead",
     "MultiCropWrapper",
     "DINOHead",
     "FPNDecoder",

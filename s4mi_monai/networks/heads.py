@@ -84,6 +84,19 @@ class ProjectionHead(nn.Linear):
         super().__init__(in_dim, out_dim)
 
 
+class PredictionHead(nn.Sequential):
+    """SimSiam's predictor ``Linear(d, h) → BatchNorm → ReLU → Linear(h, d)``, h = d / 4 by default (Chen & He 2021).
+
+    Used by CASS's opt-in predictor stabiliser (:func:`s4mi_monai.losses.cass_predictor_loss`): each branch predicts
+    the other's projection, which is held fixed (stop-gradient), so a constant output no longer minimises the loss
+    for free.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int | None = None) -> None:
+        hidden = hidden_dim or max(1, dim // 4)
+        super().__init__(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+
+
 class MultiCropWrapper(nn.Module):
     """Backbone + head over a list of crops of several resolutions (official ``MultiCropWrapper``).
 

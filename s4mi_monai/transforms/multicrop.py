@@ -217,17 +217,23 @@ class RandResizedCrop(Randomizable, Transform):
 
 
 def _dino_views(
-    crop: partial, global_size: int, local_size: int, n_local: int, global_scale: Sequence[float], local_scale: Sequence[float]
+    crop: partial,
+    global_size: int,
+    local_size: int,
+    n_local: int,
+    global_scale: Sequence[float],
+    local_scale: Sequence[float],
+    blur_sigma: Sequence[float],
 ) -> dict[str, Compose]:
     def view(size: int, scale: Sequence[float], *finishing: Transform) -> Compose:
         colour = (RandColorJitter(0.4, 0.4, 0.2, 0.1, prob=0.8), RandGrayscale(prob=0.2))
         return Compose([crop(size, scale, flip_prob=0.5), *colour, *finishing])
 
     views = {
-        "global_0": view(global_size, global_scale, RandGaussianBlur((0.1, 2.0), prob=1.0)),
-        "global_1": view(global_size, global_scale, RandGaussianBlur((0.1, 2.0), prob=0.1), RandSolarize(0.5, prob=0.2)),
+        "global_0": view(global_size, global_scale, RandGaussianBlur(blur_sigma, prob=1.0)),
+        "global_1": view(global_size, global_scale, RandGaussianBlur(blur_sigma, prob=0.1), RandSolarize(0.5, prob=0.2)),
     }
-    views.update({f"local_{i}": view(local_size, local_scale, RandGaussianBlur((0.1, 2.0), prob=0.5)) for i in range(n_local)})
+    views.update({f"local_{i}": view(local_size, local_scale, RandGaussianBlur(blur_sigma, prob=0.5)) for i in range(n_local)})
     return views
 
 
@@ -258,6 +264,7 @@ def multi_crop_views(
     ratio: Sequence[float] = (3 / 4, 4 / 3),
     mode: str = "bicubic",
     antialias: bool = True,
+    blur_sigma: Sequence[float] | None = None,
 ) -> dict[str, Compose]:
     """The named views of a preset, each a ``Compose`` of its own transform instances, so its own draws.
 
@@ -268,7 +275,8 @@ def multi_crop_views(
       ``global_scale`` (0.4, 1); ``local_0`` .. ``local_{n_local - 1}`` (8) at ``local_size`` (96),
       ``local_scale`` (0.05, 0.4). Every view: horizontal flip p=0.5, colour jitter (0.4, 0.4, 0.2, 0.1)
       p=0.8, grayscale p=0.2, then Gaussian blur (sigma in [0.1, 2]) p=1.0 for ``global_0``, blur p=0.1
-      and solarisation p=0.2 for ``global_1``, blur p=0.5 for the locals.
+      and solarisation p=0.2 for ``global_1``, blur p=0.5 for the locals. ``blur_sigma`` replaces the blur's
+      sigma range in pixels (the official (0.1, 2) is for 224 px crops; scale it with the resolution).
     - ``"lucidrains"`` (vit-pytorch ``Dino``, which S4MI links): ``global_0``, ``global_1`` with
       ``global_scale`` (0.5, 1) and ``n_local`` (2) local crops with ``local_scale`` (0.05, 0.4), all at
       ``global_size``; flip p=0.5, colour jitter (0.8, 0.8, 0.8, 0.2) p=0.3, grayscale p=0.2, blur (sigma in
@@ -288,7 +296,10 @@ def multi_crop_views(
             8 if n_local is None else n_local,
             (0.4, 1.0) if global_scale is None else global_scale,
             (0.05, 0.4) if local_scale is None else local_scale,
+            (0.1, 2.0) if blur_sigma is None else tuple(blur_sigma),
         )
+    if blur_sigma is not None:
+        raise ValueError(f"blur_sigma is a knob of the dino preset only, not of {preset!r}")
     if preset == "lucidrains":
         if local_size is not None:
             raise ValueError("the lucidrains preset makes every crop at global_size; leave local_size unset")
@@ -340,12 +351,13 @@ class MultiCropd(Randomizable, MapTransform):
         antialias: bool = True,
         keep_original: bool = False,
         allow_missing_keys: bool = False,
+        blur_sigma: Sequence[float] | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"MultiCropd makes the views of one image, got keys {self.keys}")
         self.keep_original = keep_original
-        self.views = multi_crop_views(preset, global_size, local_size, n_local, global_scale, local_scale, ratio, mode, antialias)
+        self.views = multi_crop_views(preset, global_size, local_size, n_local, global_scale, local_scale, ratio, mode, antialias, blur_sigma)
         self.set_random_state(seed=get_seed())
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> MultiCropd:
@@ -388,8 +400,9 @@ class MultiCropBatch:
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         mode: str = "bicubic",
         antialias: bool = True,
+        blur_sigma: Sequence[float] | None = None,
     ) -> None:
-        self.views = multi_crop_views(preset, global_size, local_size, n_local, global_scale, local_scale, ratio, mode, antialias)
+        self.views = multi_crop_views(preset, global_size, local_size, n_local, global_scale, local_scale, ratio, mode, antialias, blur_sigma)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """(B, 3, size, size) float views of (B, 3, H, W) uint8 or [0, 1] float ``images``, by view name."""
