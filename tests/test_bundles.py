@@ -284,6 +284,35 @@ def test_contrastive_segmentation_bundle_end_to_end(tmp_path: Path):
     assert log.count("pretraining already done") == 2 and "starts from the features of" in log
 
 
+@pytest.mark.parametrize("architecture", ["contrastive_unet", "ssl4mis_unet"])
+def test_contrastive_fine_tuning_network_takes_stage_weights_and_loads_where_evaluation_builds(architecture: str):
+    """Fine-tuning builds the stages' class (it has the encoder/feature parts); evaluate.json builds the plain network
+    with the same parameter names, and with the same seed the same initial weights."""
+    from s4mi_monai.networks import build_segmentation_network
+
+    trained = _parsed("contrast_seg_isic", "network_def", architecture=architecture)
+    assert trained.encoder_state_dict() and trained.feature_state_dict()
+    torch.manual_seed(0)
+    plain = build_segmentation_network(architecture)
+    torch.manual_seed(0)
+    again = _parsed("contrast_seg_isic", "network_def", architecture=architecture)
+    assert plain.state_dict().keys() == again.state_dict().keys()
+    if architecture == "ssl4mis_unet":
+        for key, value in plain.state_dict().items():
+            torch.testing.assert_close(value, again.state_dict()[key], msg=key)
+
+
+@pytest.mark.slow
+def test_contrastive_segmentation_with_the_cross_teaching_unet_fine_tunes_from_its_global_stage(tmp_path: Path):
+    out = tmp_path / "model"
+    result = _bundle(
+        "run", "training", "--config_file", "bundles/contrast_seg_isic/configs/train.json", "--output_dir", str(out),
+        "--architecture", "ssl4mis_unet", "--pretraining", "global", "--global_epochs", "1", "--max_epochs", "1",
+    )
+    assert "starts from the encoder of" in result.stdout + result.stderr
+    assert json.loads((out / "metrics.json").read_text())["test"]["iou_per_image_mean"] >= 0
+
+
 @pytest.mark.parametrize(
     ("pretraining", "stages", "start"),
     [("global_local", (True, True), "features"), ("global", (True, False), "encoder"), ("none", (False, False), None)],

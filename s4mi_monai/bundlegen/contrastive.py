@@ -179,6 +179,9 @@ def contrastive_train_config(spec: BundleSpec) -> dict[str, Any]:
         **parts.data_and_device(),
         **parts.output_paths(),
         **supervised.model_objects(spec, pretrained_weights=None),
+        # the stages' class (same parameter names as the plain network that evaluate.json and inference.json build),
+        # so that fine-tuning can take the encoder or the features of a stage's output
+        "network_def": {"_target_": "s4mi_monai.networks.build_contrastive_network", "name": "@architecture", "out_channels": 2},
         **transforms,
         "global": _global_section(spec),
         "local": _local_section(spec),
