@@ -33,6 +33,9 @@ SSL_METHODS = {
         "- Preset `configs/lucidrains.json` (pass it after train.json): the simplified variant the S4MI authors ran (student "
         "temperature 0.9, hidden width 256, constant EMA 0.9, 2 local crops at the global size seen by the student only, constant "
         "Adam 3e-4), for comparison.\n"
+        "- Preset `configs/small_data.json`: DINO sized for a few thousand images (3,000 steps via `--pretrain_max_iterations`, "
+        "teacher momentum from 0.99, constant teacher temperature 0.04, 2,048 prototypes, local crops at least 3/7 of the size, blur "
+        "scaled to the resolution, and for ResNets the official SGD recipe); see docs/self_supervised.md.\n"
         "- Stage 2, fine-tuning: the teacher's backbone with a new linear head, trained exactly as `supervised_cls` on "
         "`--label_fraction` of the labels (default 0.1)."
     ),
@@ -42,6 +45,9 @@ SSL_METHODS = {
         "linear projection to 1,000 dimensions; loss 2 - 2 cos between the two L2-normalised outputs, symmetric, both networks "
         "updated every step with their own Adam (lr 1e-3, cosine per iteration). Gradients are zeroed every step (the reference "
         "notebook never zeroed them).\n"
+        "- `--stabiliser predictor` (opt-in, a deviation from CASS): each branch gets a SimSiam predictor and predicts the other "
+        "branch's projection held fixed (stop-gradient), which keeps the outputs from collapsing to a constant; see "
+        "docs/self_supervised.md for what it measured.\n"
         "- Stage 2, fine-tuning: each network on its own with a new linear head, trained exactly as `supervised_cls` on "
         "`--label_fraction` of the labels (default 0.1); both are reported (`cnn/`, `transformer/`), the `--report_branch` (default "
         "`cnn`) is copied to `model.pt` for evaluation and inference."
@@ -427,8 +433,9 @@ python -m monai.bundle run pretrain_local --config_file {root}/configs/train.jso
 python -m monai.bundle run finetune --config_file {root}/configs/train.json --datalist {{datalist}} --label_fraction 0.1 --output_dir results/contrast
 python -m monai.bundle run training --config_file {root}/configs/train.json --datalist {{datalist}} --pretraining none --output_dir results/contrast_baseline
 
-# throughput of each stage (images/s, step time, peak memory)
+# throughput of each stage (images/s, step time, peak memory); one stage per process gives each stage's own memory peak
 python -m monai.bundle run benchmark --config_file {root}/configs/train.json --datalist {{datalist}}
+python -m monai.bundle run benchmark_local --config_file {root}/configs/train.json --datalist {{datalist}} --image_size 224 --local_batch_size 8
 """
     if spec.unsupervised:
         stages = f"""
@@ -452,6 +459,8 @@ s4mi floors {{datalist}} --out results/floors --image_size 224
         preset = (
             f"\n# the lucidrains DINO variant that the S4MI authors ran\npython -m monai.bundle run training "
             f"--config_file \"['{root}/configs/train.json','{root}/configs/lucidrains.json']\" --datalist {{datalist}}\n"
+            f"\n# DINO sized for a few thousand images (3,000 steps, SGD for ResNets)\npython -m monai.bundle run training "
+            f"--config_file \"['{root}/configs/train.json','{root}/configs/small_data.json']\" --datalist {{datalist}} --backbone resnet18\n"
             if spec.method == "dino"
             else ""
         )
