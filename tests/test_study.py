@@ -118,6 +118,19 @@ def test_methods_can_share_one_pretraining_per_seed(tmp_path):
     assert "--pretraining" not in flags and shlex.split(shared.command)[4] == "training"
 
 
+def test_a_method_can_lay_a_bundle_preset_over_train_json(tmp_path):
+    methods = [{"name": "dino_small", "bundle": "dino_isic", "presets": ["small_data.json"], "pretrain": True}]
+    runs = expand_runs(load_spec(write_spec(tmp_path, methods=methods, baseline=None, fractions=[0.1])), tmp_path / "out")
+    for run in runs:
+        argv = shlex.split(run.command)
+        configs = argv[argv.index("--config_file") + 1]
+        assert [Path(name).name for name in json.loads(configs.replace("'", '"'))] == ["train.json", "small_data.json"]
+    for presets, message in ((["nothing.json"], "'nothing.json' is not a preset of dino_isic"), ("small_data.json", "presets is a list")):
+        methods[0]["presets"] = presets
+        with pytest.raises(SpecError, match=message):
+            load_spec(write_spec(tmp_path, methods=methods, baseline=None))
+
+
 @pytest.mark.parametrize(
     "pretrain, message",
     [

@@ -32,9 +32,11 @@ __all__ = ["Method", "Run", "StudySpec", "SpecError", "expand_runs", "format_ove
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PRETRAINED_OUTPUT = re.compile(r"^\$os\.path\.join\(@output_dir, '([^']+)'\)$")
+BUNDLE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "metadata.json")
+"""A bundle's own config files; any other ``configs/*.json`` is a preset to lay over ``train.json``."""
 SET_BY_STUDY = ("datalist", "dataset_dir", "label_fraction", "seed", "output_dir")
 SPEC_KEYS = {"name", "datalist", "dataset_dir", "fractions", "seeds", "overrides", "baseline", "metrics", "methods"}
-METHOD_KEYS = {"name", "bundle", "overrides", "run_id", "pretrain", "fractions"}
+METHOD_KEYS = {"name", "bundle", "presets", "overrides", "run_id", "pretrain", "fractions"}
 PRETRAIN_KEYS = {"run_id", "overrides", "outputs", "from"}
 
 
@@ -67,6 +69,14 @@ class Method:
     run_id: str = "training"
     pretrain: Pretraining | None = None
     fractions: tuple[float, ...] | None = None
+    presets: tuple[str, ...] = ()
+
+    @property
+    def config_argument(self) -> str:
+        """``--config_file``: ``train.json``, or with presets the list MONAI lays over it (``"['train.json','x.json']"``)."""
+        if not self.presets:
+            return self.config_file
+        return repr([self.config_file, *self.presets])
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,22 @@ def pretrained_outputs(config_file: Path) -> dict[str, str]:
     return outputs
 
 
+def _presets(value: Any, config_file: Path, where: str) -> tuple[str, ...]:
+    """The bundle's preset files (``configs/<name>``) to lay over ``train.json``, in order."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(name, str) for name in value):
+        raise SpecError(f"{where}: presets is a list of file names in the bundle's configs folder, got {value!r}")
+    available = sorted(p.name for p in config_file.parent.glob("*.json") if p.name not in BUNDLE_CONFIGS)
+    presets = []
+    for name in value:
+        preset = config_file.parent / name
+        if not preset.is_file() or name in BUNDLE_CONFIGS:
+            raise SpecError(f"{where}: {name!r} is not a preset of {config_file.parent.parent.name} (presets: {available})")
+        presets.append(_display_path(preset))
+    return tuple(presets)
+
+
 def _pretraining(value: Any, config_file: Path, where: str) -> Pretraining | None:
     if value in (None, False):
         return None
@@ -285,6 +311,7 @@ def load_spec(path: str | Path) -> StudySpec:
                 run_id=str(entry.get("run_id", "finetune" if entry.get("pretrain") else "training")),
                 pretrain=_pretraining(entry.get("pretrain"), config_file, f"{where}.pretrain"),
                 fractions=_check_fractions(entry["fractions"], f"{where}.fractions") if "fractions" in entry else None,
+                presets=_presets(entry.get("presets"), config_file, f"{where}.presets"),
             )
         )
     names = [m.name for m in methods]
@@ -319,7 +346,7 @@ def _flags(overrides: Mapping[str, Any]) -> list[str]:
 
 
 def _bundle_argv(run_id: str, method: Method, spec: StudySpec, datalist: str, seed: int, output_dir: str) -> list[str]:
-    argv = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", method.config_file, "--datalist", datalist]
+    argv = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", method.config_argument, "--datalist", datalist]
     if spec.dataset_dir:
         argv += ["--dataset_dir", str(spec.dataset_dir)]
     return argv + ["--seed", str(seed), "--output_dir", output_dir]
