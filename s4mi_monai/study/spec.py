@@ -73,10 +73,10 @@ class Method:
 
     @property
     def config_argument(self) -> str:
-        """``--config_file``: ``train.json``, or with presets the list MONAI lays over it (``"['train.json','x.json']"``)."""
+        """``--config_file``: ``train.json``, or with presets the list MONAI lays over it (``["train.json", "x.json"]``)."""
         if not self.presets:
             return self.config_file
-        return repr([self.config_file, *self.presets])
+        return json.dumps([self.config_file, *self.presets])
 
 
 @dataclass(frozen=True)
