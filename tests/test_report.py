@@ -13,8 +13,10 @@ from PIL import Image
 from s4mi_monai.cli import S4MI
 from s4mi_monai.metrics import classification_metrics, metrics_from_counts, paired_bootstrap, t_interval
 from s4mi_monai.metrics.samples import PerImageRecords, read_samples, write_samples
+from s4mi_monai.metrics.statistics import Interval, PairedComparison
 from s4mi_monai.study import expand_runs, load_spec, run_study
-from s4mi_monai.study.report import build_report, comparisons_csv, markdown_report, table_csv, write_report
+from s4mi_monai.study.claims import MIN_SEEDS, judge
+from s4mi_monai.study.report import build_report, claims_csv, comparisons_csv, markdown_report, table_csv, write_report
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def fake_study(tmp_path: Path) -> Path:
     return make_fake_study(tmp_path)
 
 
-def make_fake_study(tmp_path: Path) -> Path:
+def make_fake_study(tmp_path: Path, **fields) -> Path:
     """A study folder as `s4mi study` leaves it: supervised and DINO at 10 % and 100 %, seeds 0-2; one DINO run failed."""
     spec = {
         "name": "fake",
@@ -70,6 +72,7 @@ def make_fake_study(tmp_path: Path) -> Path:
         "seeds": [0, 1, 2],
         "baseline": "supervised",
         "methods": [{"name": "supervised", "bundle": "supervised_cls_isic"}, {"name": "dino", "bundle": "dino_isic"}],
+        **fields,
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     study = tmp_path / "study"
@@ -195,3 +198,61 @@ def test_cli_report_prints_and_writes(fake_study):
     text = S4MI().report(str(fake_study), metrics="f1_macro", n_boot=50)
     assert "| supervised |" in text and f"wrote {fake_study / 'report' / 'figure_f1_macro.png'}" in text
     assert (fake_study / "report" / "table_f1_macro.csv").is_file()
+
+
+def _difference(low: float, high: float, seeds: int = 3) -> tuple[Interval, PairedComparison]:
+    middle = (low + high) / 2
+    return Interval(middle, low, high, seeds, "t"), PairedComparison(middle, low, high, 0.5, N_TEST, seeds, "bootstrap")
+
+
+@pytest.mark.parametrize(
+    "low, high, seeds, outcome",
+    [
+        (0.01, 0.05, 3, "supported"),
+        (-0.03, 0.015, 3, "not supported"),  # a gain of 0.02 is excluded
+        (-0.09, -0.01, 3, "not supported"),  # reliably worse
+        (-0.01, 0.05, 3, "not resolvable at this power"),
+        (0.01, 0.05, 2, "not resolvable at this power"),  # too few seeds, however clear
+    ],
+)
+def test_the_verdict_rule(low, high, seeds, outcome):
+    over_seeds, over_images = _difference(low, high, seeds)
+    verdict, reason = judge(over_seeds, over_images, margin=0.02)
+    assert verdict == outcome
+    assert (f"[{low:+.3f}, {high:+.3f}]" in reason) or seeds < MIN_SEEDS
+    # both intervals must agree: a clear gain over seeds is not enough when the test images leave it open
+    if outcome == "supported":
+        wide = PairedComparison(0.02, -0.01, 0.05, 0.2, N_TEST, seeds, "bootstrap")
+        assert judge(over_seeds, wide, margin=0.02)[0] == "not resolvable at this power"
+
+
+def test_claims_get_a_verdict_per_fraction_from_both_intervals(tmp_path):
+    claims = [
+        {"name": "DINO beats supervised", "method": "dino"},
+        {"name": "DINO at 10 % beats supervised at 100 %", "method": "dino", "fractions": [0.1], "versus_fraction": 1.0, "margin": 0.05},
+        {"name": "nobody yet", "method": "dino", "versus": "supervised", "metric": "auc_macro", "fractions": [0.1]},
+    ]
+    study = make_fake_study(tmp_path, claims=claims)
+    report = build_report([study], metrics=["f1_macro", "auc_macro"], n_boot=200)
+    assert [c.name for c in report.claims] == [c["name"] for c in claims]
+    by_claim = {}
+    for verdict in report.verdicts:
+        by_claim.setdefault(verdict.claim.name, []).append(verdict)
+    same = by_claim["DINO beats supervised"]
+    assert [(v.fraction, v.versus_fraction, v.metric) for v in same] == [(0.1, 0.1, "f1_macro"), (1.0, 1.0, "f1_macro")]
+    assert same[1].over_seeds.n == 2 and same[1].outcome == "not resolvable at this power"  # dino's seed-2 run failed
+    # the seed interval is the t-interval of the per-seed differences; the bootstrap the paired one
+    cross = by_claim["DINO at 10 % beats supervised at 100 %"][0]
+    dino = [read_samples(study / "runs" / "dino" / f"f0.1-s{s}") for s in range(3)]
+    supervised = [read_samples(study / "runs" / "supervised" / f"f1.0-s{s}") for s in range(3)]
+    assert cross.over_seeds == t_interval([d.metric("f1_macro") - s.metric("f1_macro") for d, s in zip(dino, supervised)])
+    aligned = [d.aligned_to(s.images) for d, s in zip(dino, supervised)]
+    assert cross.over_images == paired_bootstrap([d.statistic("f1_macro") for d in aligned], [s.statistic("f1_macro") for s in supervised], N_TEST, n_boot=400)
+    assert (cross.outcome, cross.reason) == judge(cross.over_seeds, cross.over_images, 0.05)
+    assert by_claim["nobody yet"][0].metric == "auc_macro"
+    text = markdown_report(report)
+    assert "## Claims" in text and "| 10 % vs 100 % |" in text and f"**{cross.outcome}**" in text
+    assert "- **DINO beats supervised**: " in text
+    rows = claims_csv(report).splitlines()
+    assert rows[0].startswith("claim,metric,method,versus,fraction") and len(rows) == 1 + len(report.verdicts)
+    assert "claims.csv" in {path.name for path in write_report(report, tmp_path / "out")}

@@ -172,6 +172,13 @@ def test_yaml_spec_and_per_method_fractions(tmp_path):
         ({"methods": [{"name": "x", "bundle": "supervised_cls_isic", "pretrain": True}]}, "has no pretraining outputs"),
         ({"baseline": "nobody"}, "baseline 'nobody' is not one of the methods"),
         ({"extra": 1}, r"unknown field\(s\) \['extra'\]"),
+        ({"claims": {"method": "cass"}}, "claims must be a list"),
+        ({"claims": [{"method": "nobody"}]}, r"claims\[0\]: method 'nobody' is not one of the methods"),
+        ({"claims": [{"method": "cass/vit", "versus": "dino"}]}, "versus 'dino' is not one of the methods"),
+        ({"claims": [{"method": "cass", "fractions": [0.5]}]}, r"cass does not run at fractions \[0.5\]"),
+        ({"claims": [{"method": "cass", "versus_fraction": 0.05}]}, "supervised does not run at fraction 0.05"),
+        ({"claims": [{"method": "cass", "margin": -0.1}]}, "margin must be a number >= 0"),
+        ({"claims": [{"method": "cass", "typo": 1}]}, r"unknown field\(s\) \['typo'\]"),
     ],
 )
 def test_bad_specs_are_refused_with_the_file_and_field(tmp_path, fields, message):

@@ -14,6 +14,9 @@ the difference (method minus baseline, mean over the shared seeds), a paired boo
 its two-sided p-value (:func:`s4mi_monai.metrics.statistics.paired_bootstrap`), plus a paired t-test over
 the seeds when there are at least three. Metrics are recomputed from each run's ``test_samples.json`` with
 the shared evaluators; nothing here computes a metric of its own.
+
+A study's claims (``"claims"`` in its spec) are judged here from the same paired differences, with the rule
+of :mod:`s4mi_monai.study.claims`, and listed first.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +33,11 @@ from typing import Any
 from s4mi_monai.io import atomic_write_text
 from s4mi_monai.metrics.samples import SAMPLES_FILE, PerImageRecords, lookup_metric, read_samples
 from s4mi_monai.metrics.statistics import Interval, PairedComparison, bootstrap_interval, paired_bootstrap, paired_t_test, t_interval
+from s4mi_monai.study.claims import MIN_SEEDS, Claim, Verdict, judge
 from s4mi_monai.study.runner import RUN_LOG, STATUS_FILE, STUDY_FILE, log_tail
 from s4mi_monai.study.spec import run_folder
 
-__all__ = ["DEFAULT_METRICS", "Cell", "RunRecord", "StudyReport", "build_report", "collect_runs", "write_report"]
+__all__ = ["DEFAULT_METRICS", "Cell", "RunRecord", "StudyReport", "build_report", "claim_summary", "collect_runs", "write_report"]
 
 DEFAULT_METRICS = {"classification": ("f1_macro", "auc_macro"), "segmentation": ("iou_per_image_mean", "dice_per_image_mean")}
 METRIC_LABELS = {
@@ -123,6 +127,8 @@ class StudyReport:
     failed: list[RunRecord] = field(default_factory=list)
     source: str = ""
     n_test_images: int | None = None
+    claims: tuple[Claim, ...] = ()
+    verdicts: list[Verdict] = field(default_factory=list)
 
 
 def _branch_records(method: str, fraction: float, seed: int, folder: Path) -> list[RunRecord]:
@@ -246,21 +252,82 @@ def build_report(
         for (method, fraction), runs in by_cell.items():
             if method == report.baseline or (report.baseline, fraction) not in by_cell:
                 continue
-            base_by_seed = {r.seed: r for r in by_cell[(report.baseline, fraction)]}
-            pairs = [(r, base_by_seed[r.seed]) for r in runs if r.seed in base_by_seed]
-            paired = [(samples_of(a), samples_of(b)) for a, b in pairs]
-            if not pairs or any(a is None or b is None for a, b in paired):
-                continue
-            paired = [(a.aligned_to(b.images), b) for a, b in paired]
             for metric in chosen:
-                comparison = paired_bootstrap(
-                    [a.statistic(metric) for a, _ in paired], [b.statistic(metric) for _, b in paired], len(paired[0][1]), n_boot=2 * n_boot, seed=seed
-                )
-                t_p = math.nan
-                if len(pairs) >= MIN_SEEDS_FOR_T_TEST:
-                    _, t_p = paired_t_test([lookup_metric(a.metrics, metric) for a, _ in pairs], [lookup_metric(b.metrics, metric) for _, b in pairs])
-                report.comparisons[(metric, method, fraction)] = (comparison, t_p)
+                paired = _paired(runs, by_cell[(report.baseline, fraction)], metric, samples_of, n_boot, seed)
+                if paired is not None:
+                    report.comparisons[(metric, method, fraction)] = paired[:2]
+    report.claims = tuple(Claim(**{**c, "fractions": None if c.get("fractions") is None else tuple(c["fractions"])}) for c in plan.get("claims", ()))
+    for claim in report.claims:
+        report.verdicts += _verdicts(report, claim, by_cell, finished, samples_of, n_boot, seed)
     return report
+
+
+def _paired(
+    runs: Sequence[RunRecord],
+    base_runs: Sequence[RunRecord],
+    metric: str,
+    samples_of: Callable[[RunRecord], PerImageRecords | None],
+    n_boot: int,
+    seed: int,
+) -> tuple[PairedComparison, float, Interval] | None:
+    """Method runs against baseline runs paired by seed: the paired bootstrap over test images, the paired t-test p
+    over seeds (nan under ``MIN_SEEDS_FOR_T_TEST``) and the t-interval of the per-seed differences; None without pairs."""
+    base_by_seed = {r.seed: r for r in base_runs}
+    pairs = [(r, base_by_seed[r.seed]) for r in runs if r.seed in base_by_seed]
+    records = [(samples_of(a), samples_of(b)) for a, b in pairs]
+    if not pairs or any(a is None or b is None for a, b in records):
+        return None
+    records = [(a.aligned_to(b.images), b) for a, b in records]
+    comparison = paired_bootstrap(
+        [a.statistic(metric) for a, _ in records], [b.statistic(metric) for _, b in records], len(records[0][1]), n_boot=2 * n_boot, seed=seed
+    )
+    method_values = [lookup_metric(a.metrics, metric) for a, _ in pairs]
+    base_values = [lookup_metric(b.metrics, metric) for _, b in pairs]
+    t_p = paired_t_test(method_values, base_values)[1] if len(pairs) >= MIN_SEEDS_FOR_T_TEST else math.nan
+    return comparison, t_p, t_interval([a - b for a, b in zip(method_values, base_values)])
+
+
+def _verdicts(
+    report: StudyReport,
+    claim: Claim,
+    by_cell: Mapping[tuple[str, float], Sequence[RunRecord]],
+    finished: Sequence[RunRecord],
+    samples_of: Callable[[RunRecord], PerImageRecords | None],
+    n_boot: int,
+    seed: int,
+) -> list[Verdict]:
+    """The claim's verdict at each of its fractions where both sides have finished runs."""
+    try:
+        method_row = _baseline_row(claim.method, report.methods, finished)
+        versus_row = _baseline_row(claim.versus, report.methods, finished)
+    except ValueError:
+        return []  # a side without finished runs yet: the claims table says "no results yet"
+    metric = claim.metric or report.metrics[0]
+    fractions = claim.fractions or [f for f in report.fractions if (method_row, f) in by_cell]
+    verdicts = []
+    for fraction in fractions:
+        versus_fraction = fraction if claim.versus_fraction is None else claim.versus_fraction
+        if (method_row, fraction) not in by_cell or (versus_row, versus_fraction) not in by_cell:
+            continue
+        paired = _paired(by_cell[(method_row, fraction)], by_cell[(versus_row, versus_fraction)], metric, samples_of, n_boot, seed)
+        if paired is None:
+            continue
+        over_images, _, over_seeds = paired
+        outcome, reason = judge(over_seeds, over_images, claim.margin)
+        verdicts.append(Verdict(claim, metric, method_row, versus_row, fraction, versus_fraction, outcome, reason, over_seeds, over_images))
+    return verdicts
+
+
+def claim_summary(verdicts: Sequence[Verdict]) -> str:
+    """One line for a claim over its fractions: the common verdict, or each verdict with its fractions."""
+    if not verdicts:
+        return "no results yet"
+    outcomes: dict[str, list[str]] = {}
+    for verdict in verdicts:
+        outcomes.setdefault(verdict.outcome, []).append(percent(verdict.fraction))
+    if len(outcomes) == 1:
+        return next(iter(outcomes))
+    return "; ".join(f"{outcome} at {', '.join(fractions)}" for outcome, fractions in outcomes.items())
 
 
 def _single_run_interval(samples: PerImageRecords | None, metric: str, value: float, n_boot: int, seed: int) -> Interval:
@@ -344,11 +411,47 @@ def comparison_table(report: StudyReport, metric: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def claims_table(report: StudyReport) -> str:
+    """One line per claim and fraction: the difference with its intervals over seeds and over images, and the verdict."""
+    lines = [
+        "| claim | metric | labels | Δ (mean over seeds) | 95 % CI over seeds (t) | 95 % CI over test images (paired bootstrap) | seeds | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for claim in report.claims:
+        verdicts = [v for v in report.verdicts if v.claim == claim]
+        if not verdicts:
+            lines.append(f"| {claim.name} | {claim.metric or report.metrics[0]} | - | - | - | - | - | no results yet |")
+        for v in verdicts:
+            labels = percent(v.fraction) if v.fraction == v.versus_fraction else f"{percent(v.fraction)} vs {percent(v.versus_fraction)}"
+            seeds, images = v.over_seeds, v.over_images
+            lines.append(
+                f"| {claim.name} (`{v.method_row}` vs `{v.versus_row}`) | {v.metric} | {labels} | {_signed(seeds.estimate)} | "
+                f"[{_signed(seeds.low)}, {_signed(seeds.high)}] | [{_signed(images.low)}, {_signed(images.high)}] | {seeds.n} | **{v.outcome}** |"
+            )
+    return "\n".join(lines)
+
+
+def _claims_section(report: StudyReport) -> list[str]:
+    margins = sorted({claim.margin for claim in report.claims})
+    parts = ["", "## Claims", "", claims_table(report), ""]
+    parts += [f"- **{claim.name}**: {claim_summary([v for v in report.verdicts if v.claim == claim])}" for claim in report.claims]
+    parts += [
+        "",
+        "Verdicts (`s4mi_monai/study/claims.py`): **supported** when the 95 % intervals of the difference over seeds and over "
+        "test images both lie above 0; **not supported** when both lie below the margin "
+        f"({'/'.join(f'{m:g}' for m in margins)}, the smallest gain that matters), so such a gain is excluded; otherwise "
+        f"**not resolvable at this power**, as is any comparison with fewer than {MIN_SEEDS} paired seeds.",
+    ]
+    return parts
+
+
 def markdown_report(report: StudyReport) -> str:
     """The whole report: one section per metric (table, interval note, comparisons), then failed runs."""
     parts = [f"# Study report: {report.name}", ""]
     test_images = f", {report.n_test_images} test images" if report.n_test_images else ""
     parts.append(f"Source: `{report.source}` ({report.task}{test_images}). Rows: methods (networks of two-network bundles apart); columns: label fractions.")
+    if report.claims:
+        parts += _claims_section(report)
     for metric in report.metrics:
         parts += ["", f"## {metric_label(metric)} (`{metric}`)", "", markdown_table(report, metric), "", _interval_note(report, metric)]
         comparisons = comparison_table(report, metric) if report.baseline else ""
@@ -403,12 +506,24 @@ def comparisons_csv(report: StudyReport) -> str:
     return buffer.getvalue()
 
 
+def claims_csv(report: StudyReport) -> str:
+    """Every verdict as one row of numbers."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["claim", "metric", "method", "versus", "fraction", "versus_fraction", "seeds", "difference", "seeds_low", "seeds_high", "images_low", "images_high", "margin", "verdict"])
+    for v in report.verdicts:
+        s, i = v.over_seeds, v.over_images
+        numbers = map(_csv_number, (s.estimate, s.low, s.high, i.low, i.high, v.claim.margin))
+        writer.writerow([v.claim.name, v.metric, v.method_row, v.versus_row, fraction_column(v.fraction), fraction_column(v.versus_fraction), s.n, *numbers, v.outcome])
+    return buffer.getvalue()
+
+
 def _csv_number(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
 def write_report(report: StudyReport, out: str | Path) -> list[Path]:
-    """Write ``report.md``, ``table_<metric>.csv``, ``comparisons.csv`` and ``figure_<metric>.png`` into ``out``."""
+    """Write ``report.md``, ``table_<metric>.csv``, ``comparisons.csv``, ``claims.csv`` and ``figure_<metric>.png`` into ``out``."""
     from s4mi_monai.study.figures import label_efficiency_figure
 
     out = Path(out)
@@ -422,6 +537,9 @@ def write_report(report: StudyReport, out: str | Path) -> list[Path]:
     if report.comparisons:
         written.append(out / "comparisons.csv")
         atomic_write_text(written[-1], comparisons_csv(report))
+    if report.claims:
+        written.append(out / "claims.csv")
+        atomic_write_text(written[-1], claims_csv(report))
     for metric in report.metrics:
         if report.cells:
             written.append(label_efficiency_figure(report, metric, out / f"figure_{metric}.png"))

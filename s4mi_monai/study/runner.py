@@ -168,6 +168,7 @@ def _write_plan(spec: StudySpec, out: Path, runs: Sequence[Run], datalist: str, 
         "datalist": datalist,
         "baseline": spec.baseline,
         "metrics": list(spec.metrics),
+        "claims": [claim.as_dict() for claim in spec.claims],
         "fractions": list(spec.fractions),
         "seeds": list(spec.seeds),
         "runs": [

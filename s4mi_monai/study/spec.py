@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from s4mi_monai.data.splits import fraction_key
+from s4mi_monai.study.claims import Claim, parse_claims
 
 __all__ = ["Method", "Run", "StudySpec", "SpecError", "expand_runs", "format_override", "load_spec"]
 
@@ -35,7 +36,7 @@ PRETRAINED_OUTPUT = re.compile(r"^\$os\.path\.join\(@output_dir, '([^']+)'\)$")
 BUNDLE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "metadata.json")
 """A bundle's own config files; any other ``configs/*.json`` is a preset to lay over ``train.json``."""
 SET_BY_STUDY = ("datalist", "dataset_dir", "label_fraction", "seed", "output_dir")
-SPEC_KEYS = {"name", "datalist", "dataset_dir", "fractions", "seeds", "overrides", "baseline", "metrics", "methods"}
+SPEC_KEYS = {"name", "datalist", "dataset_dir", "fractions", "seeds", "overrides", "baseline", "metrics", "methods", "claims"}
 METHOD_KEYS = {"name", "bundle", "presets", "overrides", "run_id", "pretrain", "fractions"}
 PRETRAIN_KEYS = {"run_id", "overrides", "outputs", "from"}
 
@@ -92,6 +93,7 @@ class StudySpec:
     dataset_dir: str | None = None
     baseline: str | None = None
     metrics: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()
     path: str = ""
 
 
@@ -324,6 +326,8 @@ def load_spec(path: str | Path) -> StudySpec:
     metrics = raw.get("metrics") or []
     if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
         raise SpecError(f"{path}: metrics must be a list of metric names, got {metrics!r}")
+    fractions_of = {m.name: m.fractions or fractions for m in methods}
+    claims = parse_claims(raw.get("claims"), fractions_of, None if baseline is None else str(baseline), f"{path}: claims", on_error=SpecError)
     return StudySpec(
         name=str(raw.get("name") or path.stem),
         datalist=_display_path(datalist),
@@ -334,6 +338,7 @@ def load_spec(path: str | Path) -> StudySpec:
         dataset_dir=raw.get("dataset_dir"),
         baseline=None if baseline is None else str(baseline),
         metrics=tuple(metrics),
+        claims=claims,
         path=str(path),
     )
 
