@@ -3,8 +3,9 @@ studies (a grid of bundles x label fractions x seeds) and their reports."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import fire
 
@@ -105,6 +106,15 @@ class Prepare:
         return _summary(datalist, save_datalist(datalist, out))
 
 
+def _verified(describe: Callable[[Any], str], result: Any) -> str:
+    """The verification's description; printed and exit status 1 when it found a problem."""
+    text = describe(result)
+    if not result.ok:
+        print(text)
+        raise SystemExit(1)
+    return text
+
+
 class S4MI:
     """s4mi: annotation-efficient self- and semi-supervised learning for medical images, on MONAI."""
 
@@ -124,6 +134,28 @@ class S4MI:
 
         chosen = [n.strip() for n in names.split(",")] if isinstance(names, str) else names
         return f"wrote {len(write_bundles(root, chosen))} files under {root}/"
+
+    def pack(self, bundle: str, out: str, model_dir: str | None = None, weights_apart: bool = False, weights_url: str | None = None) -> str:
+        """One archive of a bundle for a collaborator who has only MONAI: configs, README, its code, weights, checksums.
+
+        ``--model_dir`` is the training output to ship (default: the bundle's models/); ``--weights_apart`` keeps the
+        weights out of the archive, listed in large_files.yml (``--weights_url``: where they will be downloadable).
+        """
+        from s4mi_monai.bundlegen.pack import manifest, pack_bundle
+
+        return manifest(pack_bundle(bundle, out, model_dir=model_dir, weights_apart=weights_apart, weights_url=weights_url))
+
+    def unpack(self, archive: str, out: str = ".") -> str:
+        """Extract a packed bundle below ``--out`` and verify it (checksums, weights, metadata); exits 1 on a problem."""
+        from s4mi_monai.bundlegen.pack import describe, unpack_bundle
+
+        return _verified(describe, unpack_bundle(archive, out))
+
+    def verify(self, bundle: str) -> str:
+        """Verify a packed bundle folder again (checksums, weights, metadata); exits 1 on a problem."""
+        from s4mi_monai.bundlegen.pack import describe, verify_bundle
+
+        return _verified(describe, verify_bundle(bundle))
 
     def check(self, datalist: str, dataset_dir: str | None = None) -> str:
         """Re-check every file of a prepared datalist (exists, decodes, masks, labels, duplicates)."""

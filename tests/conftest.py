@@ -84,3 +84,31 @@ def histology_csv(tmp_path: Path) -> Path:
         writer.writerow(["image", "mask", "patient", "phenotypes"])
         writer.writerows(rows)
     return root / "labels.csv"
+
+
+def untrained_model(bundle: Path, model_dir: Path, **info: object) -> Path:
+    """``model.pt`` (seeded random weights) and ``model_info.json`` for ``bundle``'s inference network, small by default.
+
+    Stands in for a trained model where only the plumbing is tested (packing, serving, exporting).
+    """
+    import json
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["model_path"] = str(model_dir / "model.pt")
+    defaults = parser.get_parsed_content("model_info")
+    small = {"encoder": "resnet18"} if "encoder" in defaults else {}
+    (model_dir / "model_info.json").write_text(json.dumps({**defaults, **small, **info}))
+    parser = ConfigParser()  # read again: model_info is resolved once per parser
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["model_path"] = str(model_dir / "model.pt")
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), model_dir / "model.pt")
+    return model_dir
+

@@ -153,6 +153,23 @@ def read_model_info(model_path: str, defaults: Mapping[str, Any]) -> dict[str, A
     return info
 
 
+def load_checkpoints(handlers: Sequence[Any]) -> None:
+    """Load the weights that an inference config's ``CheckpointLoader`` handlers name, without an engine (``run slides``).
+
+    As the handler does: a checkpoint without the handler's single key is that object's state dict.
+    """
+    from monai.handlers import CheckpointLoader
+
+    for handler in handlers:
+        if not isinstance(handler, CheckpointLoader):
+            continue
+        checkpoint = torch.load(handler.load_path, map_location=handler.map_location, weights_only=True)
+        if len(handler.load_dict) == 1 and next(iter(handler.load_dict)) not in checkpoint:
+            checkpoint = {next(iter(handler.load_dict)): checkpoint}
+        for key, module in handler.load_dict.items():
+            module.load_state_dict(checkpoint[key], strict=handler.strict)
+
+
 def require_model(model_path: str) -> None:
     """Fail before reading any image when there is no trained model to predict with."""
     if not Path(model_path).is_file():

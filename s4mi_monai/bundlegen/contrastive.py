@@ -17,7 +17,6 @@ from typing import Any
 from s4mi_monai.bundlegen import parts, supervised
 from s4mi_monai.bundlegen.registry import BundleSpec
 
-CONTRASTIVE_IMPORTS = ["$import s4mi_monai.engines", "$import s4mi_monai.handlers", "$import s4mi_monai.networks"]
 STAGES = {"global": "GlobalContrastiveTrainer", "local": "LocalContrastiveTrainer"}
 
 
@@ -70,8 +69,8 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
             "drop_last": stage == "global",  # NT-Xent needs at least two images per batch
             "num_workers": "@num_workers",
         },
-        "network_def": {"_target_": "s4mi_monai.networks.build_contrastive_network", "name": "@architecture"},
-        "network": f"$s4mi_monai.bundle.to_device({ref}network_def, @torch_device, @channels_last)",
+        "network_def": {"_target_": "$@s4mi_monai.networks.build_contrastive_network", "name": "@architecture"},
+        "network": f"$@s4mi_monai.bundle.to_device({ref}network_def, @torch_device, @channels_last)",
         "head": head,
         "loss": loss,
         "optimizer": {
@@ -86,11 +85,11 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
             "T_max": f"$@{stage}_epochs * len({ref}dataloader)",
         },
         "history": {
-            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": f"$os.path.join(@output_dir, 'pretraining_{stage}')",
             "optimizer": f"{ref}optimizer",
         },
-        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
+        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
         "checkpoint_path": f"$os.path.join(@output_dir, 'pretraining_{stage}_checkpoint.pt')",
         "run_handlers": parts.run_handlers(f"{ref}history", f"{ref}checkpoint_path", f"{ref}resume_objects"),
         "resume_objects": {
@@ -103,7 +102,7 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
             "random_state": f"{ref}random_state",
         },
         "trainer": {
-            "_target_": f"s4mi_monai.engines.{STAGES[stage]}",
+            "_target_": f"$@s4mi_monai.engines.{STAGES[stage]}",
             "device": "@torch_device",
             "max_epochs": f"@{stage}_epochs",
             "train_data_loader": f"{ref}dataloader",
@@ -112,7 +111,7 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
             "optimizer": f"{ref}optimizer",
             "loss_function": f"{ref}loss",
             "amp": "@use_amp",
-            "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
+            "channels_last": "$@s4mi_monai.bundle.as_bool(@channels_last)",
             "train_handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": f"{ref}lr_scheduler", "print_lr": False, "epoch_level": False},
                 *parts.logging_handlers(
@@ -126,36 +125,36 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
 def _global_section(spec: BundleSpec) -> dict[str, Any]:
     """Stage 1: every training image (no label), two views with intensity and spatial draws, NT-Xent."""
     image_only = parts.preprocessing(spec, with_label=False)
-    head = {"_target_": "s4mi_monai.networks.GlobalProjectionHead", "in_channels": "$@global#network.global_channels"}
-    loss = {"_target_": "s4mi_monai.losses.NTXentLoss", "temperature": "@global_temperature"}
-    items = "$s4mi_monai.bundle.unlabeled_items(@data, 'training')"
-    return _stage("global", items, image_only, "s4mi_monai.transforms.global_contrastive_transforms()", head, loss)
+    head = {"_target_": "$@s4mi_monai.networks.GlobalProjectionHead", "in_channels": "$@global#network.global_channels"}
+    loss = {"_target_": "$@s4mi_monai.losses.NTXentLoss", "temperature": "@global_temperature"}
+    items = "$@s4mi_monai.bundle.unlabeled_items(@data, 'training')"
+    return _stage("global", items, image_only, "@s4mi_monai.transforms.global_contrastive_transforms()", head, loss)
 
 
 def _local_section(spec: BundleSpec) -> dict[str, Any]:
     """Stage 2: the labeled images of the fraction with their masks, two intensity-only views, the pixel loss."""
-    head = {"_target_": "s4mi_monai.networks.LocalProjectionHead", "in_channels": "$@local#network.pixel_channels"}
+    head = {"_target_": "$@s4mi_monai.networks.LocalProjectionHead", "in_channels": "$@local#network.pixel_channels"}
     loss = {
-        "_target_": "s4mi_monai.losses.SupervisedPixelContrastiveLoss",
+        "_target_": "$@s4mi_monai.losses.SupervisedPixelContrastiveLoss",
         "temperature": "@local_temperature",
         "sampling": "@local_sampling",
         "stride": "@local_stride",
         "block_size": "@local_block_size",
-        "anchor_background": "$s4mi_monai.bundle.as_bool(@anchor_background)",
+        "anchor_background": "$@s4mi_monai.bundle.as_bool(@anchor_background)",
         "supervised": "$@pretraining != 'global_unsupervised_local'",
         "chunk_size": "@pixel_loss_chunk",
     }
     items = parts.items(spec, "training", "@label_fraction")
-    return _stage("local", items, "@preprocessing", "s4mi_monai.transforms.local_contrastive_transforms()", head, loss)
+    return _stage("local", items, "@preprocessing", "@s4mi_monai.transforms.local_contrastive_transforms()", head, loss)
 
 
 def _pretrain(stage: str, after_load: str | None, skip_if_done: bool) -> list[str]:
     """Start the stage from the previous one (if any), train it, save its network; skipped when ``--pretraining`` leaves it out."""
-    enabled = f"s4mi_monai.bundle.contrastive_stage(@pretraining, '{stage}')"
+    enabled = f"@s4mi_monai.bundle.contrastive_stage(@pretraining, '{stage}')"
     skip = ", skip_if_done=True" if skip_if_done else ""
-    steps = [f"$s4mi_monai.bundle.load_stage_weights(@{stage}#network, {after_load}, 'encoder') if {enabled} else None"] if after_load else []
+    steps = [f"$@s4mi_monai.bundle.load_stage_weights(@{stage}#network, {after_load}, 'encoder') if {enabled} else None"] if after_load else []
     steps.append(
-        f"$s4mi_monai.bundle.pretrain(@{stage}#trainer, @{stage}#run_handlers, [(@{stage}#network, @pretrained_{stage}_backbone)]{skip}) "
+        f"$@s4mi_monai.bundle.pretrain(@{stage}#trainer, @{stage}#run_handlers, [(@{stage}#network, @pretrained_{stage}_backbone)]{skip}) "
         f"if {enabled} else None"
     )
     return steps
@@ -164,37 +163,37 @@ def _pretrain(stage: str, after_load: str | None, skip_if_done: bool) -> list[st
 def contrastive_train_config(spec: BundleSpec) -> dict[str, Any]:
     """``train.json`` of a contrastive segmentation bundle."""
     transforms = supervised.transforms(spec)
-    transforms["augmentation"] = "$s4mi_monai.transforms.contrastive_finetune_transforms()"
+    transforms["augmentation"] = "$@s4mi_monai.transforms.contrastive_finetune_transforms()"
     transforms["normalization"] = []  # the three stages see [0, 1] images, as the contrastive stages do
     finetune = [
-        "$s4mi_monai.bundle.load_stage_weights(@network, *s4mi_monai.bundle.finetuning_start(@pretraining, "
+        "$@s4mi_monai.bundle.load_stage_weights(@network, *@s4mi_monai.bundle.finetuning_start(@pretraining, "
         "@pretrained_global_backbone, @pretrained_local_backbone))",
         *supervised.training_steps(),
     ]
     global_steps = _pretrain("global", None, skip_if_done=True)
     local_steps = _pretrain("local", "@pretrained_global_backbone", skip_if_done=True)
     return {
-        **parts.identity(spec, parts.IMPORTS + CONTRASTIVE_IMPORTS),
+        **parts.identity(spec),
         **_knobs(spec),
         **parts.data_and_device(),
         **parts.output_paths(),
         **supervised.model_objects(spec, pretrained_weights=None),
         # the stages' class (same parameter names as the plain network that evaluate.json and inference.json build),
         # so that fine-tuning can take the encoder or the features of a stage's output
-        "network_def": {"_target_": "s4mi_monai.networks.build_contrastive_network", "name": "@architecture", "out_channels": 2},
+        "network_def": {"_target_": "$@s4mi_monai.networks.build_contrastive_network", "name": "@architecture", "out_channels": 2},
         **transforms,
         "global": _global_section(spec),
         "local": _local_section(spec),
         **supervised.training_objects(spec, extra_settings={"pretraining": _pretraining_settings()}),
-        "initialize": [*supervised.initialize(spec), "$s4mi_monai.bundle.contrastive_stage(@pretraining, 'global')"],
+        "initialize": [*supervised.initialize(spec), "$@s4mi_monai.bundle.contrastive_stage(@pretraining, 'global')"],
         "pretrain_global": _pretrain("global", None, skip_if_done=False),
         "pretrain_local": _pretrain("local", "@pretrained_global_backbone", skip_if_done=False),
         "finetune": finetune,
         "run": [*global_steps, *local_steps, *finetune],
         "training": "%run",
         # one stage per process (run benchmark_global, benchmark_local, benchmark_finetune) isolates its memory peak
-        **{f"benchmark_{stage}": [f"$s4mi_monai.engines.benchmark(@{stage}#trainer, '{stage}_contrastive', @benchmark_steps)"] for stage in STAGES},
-        "benchmark_finetune": ["$s4mi_monai.engines.benchmark(@train#trainer, 'finetune', @benchmark_steps)"],
+        **{f"benchmark_{stage}": [f"$@s4mi_monai.engines.benchmark(@{stage}#trainer, '{stage}_contrastive', @benchmark_steps)"] for stage in STAGES},
+        "benchmark_finetune": ["$@s4mi_monai.engines.benchmark(@train#trainer, 'finetune', @benchmark_steps)"],
         "benchmark": [f"%benchmark_{stage}#0" for stage in (*STAGES, "finetune")],
     }
 

@@ -21,13 +21,6 @@ NETWORK_OF_BRANCH = {"cnn": "@network", "transformer": "@transformer_network"}
 """The two networks trained together, and the config ids of their networks."""
 DEMO_NETWORKS = {"branch": "cnn", "transformer": "swin_unet", "transformer_embed_dim": 24}
 """The networks that evaluation and inference rebuild when training wrote no ``model_info.json``."""
-SEMI_IMPORTS = [
-    "$import s4mi_monai.data",
-    "$import s4mi_monai.engines",
-    "$import s4mi_monai.handlers",
-    "$import s4mi_monai.networks",
-    "$import s4mi_monai.optim",
-]
 
 SSL4MIS_PRESET = {
     "learning_rate": 0.01,
@@ -46,7 +39,7 @@ SSL4MIS_PRESET = {
         "momentum": 0.9,
         "weight_decay": "@weight_decay",
     },
-    "lr_schedule": "$s4mi_monai.optim.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
+    "lr_schedule": "$@s4mi_monai.optim.poly_schedule(@learning_rate, @epochs, @iterations_per_epoch, 0.9)",
 }
 """``configs/ssl4mis.json``, laid over ``train.json``: the SSL4MIS recipe (SGD, momentum 0.9, weight decay 1e-4,
 lr 0.01 with poly decay ``(1 − t/N)^0.9``) instead of the paper's Adam 3.6e-4 with cosine decay."""
@@ -83,10 +76,10 @@ def _output_paths() -> dict[str, Any]:
 def networks() -> dict[str, Any]:
     """The CNN (``network``) and the transformer (``transformer_network``), shared by train, evaluate and inference."""
     return {
-        "network_def": {"_target_": "s4mi_monai.networks.SSL4MISUNet", "in_channels": 3, "out_channels": 2},
-        "network": "$s4mi_monai.bundle.to_device(@network_def, @torch_device, @channels_last)",
+        "network_def": {"_target_": "$@s4mi_monai.networks.SSL4MISUNet", "in_channels": 3, "out_channels": 2},
+        "network": "$@s4mi_monai.bundle.to_device(@network_def, @torch_device, @channels_last)",
         "transformer_def": {
-            "_target_": "s4mi_monai.networks.build_segmentation_transformer",
+            "_target_": "$@s4mi_monai.networks.build_segmentation_transformer",
             "name": "@transformer",
             "in_channels": 3,
             "out_channels": 2,
@@ -114,8 +107,8 @@ def _initialize() -> list[str]:
     """Seed everything, show the epoch lines, and check the transformer's input size before any data is read."""
     return [
         "$monai.utils.set_determinism(seed=@seed)",
-        "$s4mi_monai.bundle.configure_logging()",
-        "$s4mi_monai.networks.check_transformer_image_size(@image_size, @transformer)",
+        "$@s4mi_monai.bundle.configure_logging()",
+        "$@s4mi_monai.networks.check_transformer_image_size(@image_size, @transformer)",
     ]
 
 
@@ -126,7 +119,7 @@ def _model_info(branch: str) -> dict[str, Any]:
         "classes": "@classes",
         "multi_label": "@multi_label",
         "image_size": "@image_size",
-        "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+        "red_normalization": "$@s4mi_monai.bundle.as_bool(@red_normalization)",
         "branch": branch,
         "transformer": "@transformer",
         "transformer_embed_dim": "@transformer_embed_dim",
@@ -162,7 +155,7 @@ def _settings() -> dict[str, Any]:
         "n_labeled_training_items": "$len(@train#labeled_dataset)",
         "n_unlabeled_training_items": "$len(@train#unlabeled_dataset)",
         "optimizer": "$type(@optimizer).__name__",
-        "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+        "red_normalization": "$@s4mi_monai.bundle.as_bool(@red_normalization)",
         "device": "$str(@torch_device)",
         "amp": "@use_amp",
     }
@@ -182,24 +175,24 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
 
     def best(branch: str) -> dict[str, Any]:
         return {
-            "_target_": "s4mi_monai.handlers.BestModelSaver",
+            "_target_": "$@s4mi_monai.handlers.BestModelSaver",
             "save_path": f"$os.path.join(@{branch}_dir, 'model.pt')",
             "network": NETWORK_OF_BRANCH[branch],
         }
 
     config: dict[str, Any] = {
-        **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
+        **parts.identity(spec),
         **_knobs(spec),
         **parts.data_and_device(),
         **_output_paths(),
         **networks(),
-        "loss": {"_target_": "s4mi_monai.losses.CrossTeachingLoss"},
+        "loss": {"_target_": "$@s4mi_monai.losses.CrossTeachingLoss"},
         "optimizer": optimizer("network"),
         "transformer_optimizer": optimizer("transformer_network"),
         "iterations_per_epoch": "$len(@train#dataloader)",  # the two-stream sampler's epoch: ceil(n_labeled / labeled batch)
-        "epochs": f"$s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {iterations})",
-        "lr_schedule": f"$s4mi_monai.optim.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
-        "consistency_schedule": f"$s4mi_monai.optim.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
+        "epochs": f"$@s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {iterations})",
+        "lr_schedule": f"$@s4mi_monai.optim.cosine_schedule(@learning_rate, @min_learning_rate, @epochs, {iterations})",
+        "consistency_schedule": f"$@s4mi_monai.optim.sigmoid_rampup_schedule(@consistency, @consistency_ramp, @epochs, {iterations})",
         "preprocessing": parts.preprocessing(spec, with_label=True),
         "unlabeled_preprocessing": parts.preprocessing(spec, with_label=False),
         "augmentation": parts.augmentation(with_mask=True),
@@ -208,9 +201,9 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
         **parts.evaluation_definitions(spec),
         "best_cnn": best("cnn"),
         "best_transformer": best("transformer"),
-        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
+        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
         "history": {
-            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": "@output_dir",
             "validator": {"cnn": "@validate#evaluator", "transformer": "@validate_transformer#evaluator"},
             "optimizer": "@optimizer",
@@ -219,21 +212,21 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
         "train": {
             "labeled_dataset": {
                 "_target_": "CacheDataset",
-                "data": "$s4mi_monai.bundle.segmentation_items(@data, 'training', @label_fraction)",
+                "data": "$@s4mi_monai.bundle.segmentation_items(@data, 'training', @label_fraction)",
                 "transform": "$monai.transforms.Compose(@preprocessing + @augmentation + @normalization)",
                 "cache_rate": 1.0,
                 "progress": False,
             },
             "unlabeled_dataset": {
                 "_target_": "CacheDataset",
-                "data": "$s4mi_monai.bundle.unlabeled_items(@data, 'training', @label_fraction)",
+                "data": "$@s4mi_monai.bundle.unlabeled_items(@data, 'training', @label_fraction)",
                 "transform": "$monai.transforms.Compose(@unlabeled_preprocessing + @unlabeled_augmentation + @normalization)",
                 "cache_rate": 1.0,
                 "progress": False,
             },
             "dataset": {"_target_": "torch.utils.data.ConcatDataset", "datasets": ["@train#labeled_dataset", "@train#unlabeled_dataset"]},
             "sampler": {
-                "_target_": "s4mi_monai.data.TwoStreamBatchSampler",
+                "_target_": "$@s4mi_monai.data.TwoStreamBatchSampler",
                 "n_labeled": "$len(@train#labeled_dataset)",
                 "n_unlabeled": "$len(@train#unlabeled_dataset)",
                 "labeled_batch_size": "@labeled_batch_size",
@@ -244,20 +237,20 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
                 "_target_": "DataLoader",
                 "dataset": "@train#dataset",
                 "batch_sampler": "@train#sampler",
-                "collate_fn": "$s4mi_monai.data.two_stream_collate",
+                "collate_fn": "$@s4mi_monai.data.two_stream_collate",
                 "num_workers": "@num_workers",
                 "pin_memory": "$@torch_device.type == 'cuda'",
             },
             "inferer": {"_target_": "SimpleInferer"},  # a required MONAI train property
             "handlers": [
-                {"_target_": "s4mi_monai.handlers.ScheduleHandler", "values": "@lr_schedule", "optimizer": "@optimizer", "param_key": "lr"},
+                {"_target_": "$@s4mi_monai.handlers.ScheduleHandler", "values": "@lr_schedule", "optimizer": "@optimizer", "param_key": "lr"},
                 {
-                    "_target_": "s4mi_monai.handlers.ScheduleHandler",
+                    "_target_": "$@s4mi_monai.handlers.ScheduleHandler",
                     "values": "@lr_schedule",
                     "optimizer": "@transformer_optimizer",
                     "param_key": "lr",
                 },
-                {"_target_": "s4mi_monai.handlers.ScheduleHandler", "values": "@consistency_schedule", "attribute": "consistency_weight"},
+                {"_target_": "$@s4mi_monai.handlers.ScheduleHandler", "values": "@consistency_schedule", "attribute": "consistency_weight"},
                 # the CNN's validation last: MONAI's workflow check reads the last ValidationHandler
                 {
                     "_target_": "ValidationHandler",
@@ -270,7 +263,7 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
             ],
             "run_handlers": parts.run_handlers("@history", "@checkpoint_path", "@resume_objects"),
             "trainer": {
-                "_target_": "s4mi_monai.engines.CrossTeachingTrainer",
+                "_target_": "$@s4mi_monai.engines.CrossTeachingTrainer",
                 "device": "@torch_device",
                 "max_epochs": "@epochs",
                 "train_data_loader": "@train#dataloader",
@@ -281,8 +274,8 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
                 "loss_function": "@loss",
                 "consistency_weight": "@consistency",
                 "amp": "@use_amp",
-                "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
-                "compile": "$s4mi_monai.bundle.as_bool(@compile)",
+                "channels_last": "$@s4mi_monai.bundle.as_bool(@channels_last)",
+                "compile": "$@s4mi_monai.bundle.as_bool(@compile)",
                 "train_handlers": "@train#handlers",
             },
         },
@@ -309,18 +302,18 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
     for branch in BRANCHES:
         network = NETWORK_OF_BRANCH[branch]
         report.append(
-            f"$s4mi_monai.bundle.report_test_metrics(@{_section('test', branch)}#evaluator, {network}, os.path.join(@{branch}_dir, 'model.pt'), "
+            f"$@s4mi_monai.bundle.report_test_metrics(@{_section('test', branch)}#evaluator, {network}, os.path.join(@{branch}_dir, 'model.pt'), "
             f"os.path.join(@{branch}_dir, 'metrics.json'), dict(@settings, branch='{branch}'), @best_{branch})"
         )
     config["run"] = [
-        *[f"$s4mi_monai.bundle.write_model_info(@{branch}_dir, @model_info_{branch})" for branch in BRANCHES],
+        *[f"$@s4mi_monai.bundle.write_model_info(@{branch}_dir, @model_info_{branch})" for branch in BRANCHES],
         "$[handler.attach(@train#trainer) for handler in @train#run_handlers]",
         "$@train#trainer.run()",
         *report,
-        f"$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(BRANCHES)})",
+        f"$@s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(BRANCHES)})",
     ]
     config["training"] = "%run"
-    config["benchmark"] = ["$s4mi_monai.engines.benchmark(@train#trainer, 'cross_teaching', @benchmark_steps)"]
+    config["benchmark"] = ["$@s4mi_monai.engines.benchmark(@train#trainer, 'cross_teaching', @benchmark_steps)"]
     return config
 
 
@@ -329,7 +322,7 @@ def crossteach_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
     knobs = _knobs(spec)
     knobs.update({"transformer": "$@model_info['transformer']", "transformer_embed_dim": "$@model_info['transformer_embed_dim']"})
     return {
-        **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
+        **parts.identity(spec),
         **knobs,
         **parts.data_and_device(),
         "branch": None,
@@ -338,14 +331,14 @@ def crossteach_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
         "model_info": parts.read_model_info(DEMO_NETWORKS),
         "predict_with": "$@branch or @model_info['branch']",
         **networks(),
-        "predictor": "$s4mi_monai.networks.select_prediction_network(@predict_with, @network, @transformer_network)",
+        "predictor": "$@s4mi_monai.networks.select_prediction_network(@predict_with, @network, @transformer_network)",
         "preprocessing": parts.preprocessing(spec, with_label=True),
         "normalization": parts.normalization(),
         **parts.evaluation_definitions(spec),
         "test": parts.evaluation_section(spec, "test", "@test", "@predictor", []),
         "settings": {"bundle": "@bundle_name", "datalist": "$@data['datalist_path']", "branch": "@predict_with", "seed": "@seed"},
         "initialize": _initialize(),
-        "run": ["$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @predictor, @model_path, @metrics_path, @settings)"],
+        "run": ["$@s4mi_monai.bundle.report_test_metrics(@test#evaluator, @predictor, @model_path, @metrics_path, @settings)"],
         "evaluating": "%run",
     }
 
@@ -355,7 +348,7 @@ def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
     output = supervised.inference_output(spec)
     trained = networks()
     return {
-        **parts.identity(spec, parts.IMPORTS + SEMI_IMPORTS),
+        **parts.identity(spec),
         **supervised.inference_head(spec, DEMO_NETWORKS),
         "predict_with": "$@model_info['branch']",
         "transformer": "$@model_info['transformer']",
@@ -364,7 +357,7 @@ def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
         "channels_last": False,
         "cnn": trained["network_def"],
         "transformer_network": trained["transformer_def"],
-        "network_def": "$s4mi_monai.networks.select_prediction_network(@predict_with, @cnn, @transformer_network)",
+        "network_def": "$@s4mi_monai.networks.select_prediction_network(@predict_with, @cnn, @transformer_network)",
         "network": "$@network_def.to(@torch_device)",
         **supervised.inference_data(spec),
         "inferer": output["inferer"],
@@ -373,7 +366,7 @@ def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
             {
                 "_target_": "CheckpointLoader",
                 "_disabled_": f"$@predict_with == '{other}'",
-                "load_path": f"$s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')",
+                "load_path": f"$@s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')",
                 "load_dict": {"model": f"@{name}"},
                 "map_location": "@torch_device",
             }
@@ -382,13 +375,14 @@ def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
         + output["writers"],
         "evaluator": dict(supervised.INFERENCE_EVALUATOR),
         "initialize": [
-            "$s4mi_monai.bundle.configure_logging()",
+            "$@s4mi_monai.bundle.configure_logging()",
             *[
-                f"$s4mi_monai.bundle.require_model(s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')) "
+                f"$@s4mi_monai.bundle.require_model(@s4mi_monai.bundle.branch_model_path(@model_path, '{branch}')) "
                 f"if @predict_with in ('{branch}', 'mean') else None"
                 for branch in BRANCHES
             ],
         ],
         "run": ["$@evaluator.run()"],
         "inferring": "%run",
+        **parts.slide_run(spec),
     }

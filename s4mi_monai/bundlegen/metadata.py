@@ -60,13 +60,14 @@ def metadata(spec: BundleSpec) -> dict[str, Any]:
         "monai_version": "1.6.1",
         "pytorch_version": "2.13.0",
         "numpy_version": "2.4.6",
-        "required_packages_version": {
-            "s4mi_monai": __version__,
+        "required_packages_version": {  # registry packages only: our own code travels in the bundle (s4mi pack)
+            "scipy": "1.17.1",
             "pytorch-ignite": "0.5.5",
             "pillow": "13.0.0",
             "einops": "0.8.2",
             "tensorboard": "2.21.0",
             "matplotlib": "3.11.2",
+            "tiffslide": "3.0.1",  # run slides (MONAI 1.6 folds optional_packages_version into this list)
         },
         "name": f"{spec.profile.title}: {spec.description}",
         "task": f"{spec.profile.title} {spec.task}",

@@ -19,15 +19,8 @@ from s4mi_monai.data.profiles import DatasetProfile
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-IMPORTS = [
-    "$import os",
-    "$import torch",
-    "$import monai",
-    "$import s4mi_monai",
-    "$import s4mi_monai.bundle",
-    "$import s4mi_monai.losses",
-    "$import s4mi_monai.transforms",
-]
+IMPORTS = ["$import os", "$import re", "$import sys", "$import torch", "$import monai", "$from importlib import import_module as load_module", "$from importlib.util import find_spec"]
+"""Registry imports only: our code loads through the ``s4mi_monai`` item (:func:`identity`), after the path is known."""
 NETWORK_KNOBS = {"classification": ("backbone",), "segmentation": ("architecture", "encoder", "transformer_embed_dim")}
 """The knobs that decide the network: written to ``model_info.json``, read back by evaluation and inference."""
 
@@ -49,13 +42,40 @@ class Scope:
 ROOT = Scope()
 
 
+CODE_MISSING = (
+    "this bundle needs the s4mi_monai code: its folder has no scripts/s4mi_monai and the package is not installed. "
+    "Bundles are shared with `s4mi pack BUNDLE --out FILE.zip`, which puts the code in scripts/; or install s4mi-monai"
+)
+
+
 def identity(spec: BundleSpec, imports: list[str] | None = None) -> dict[str, Any]:
-    """Imports, the bundle's name and where it lives."""
-    default_imports = IMPORTS + (["$import s4mi_monai.networks"] if spec.task == "segmentation" else [])
+    """Imports, the bundle's name, where it lives, and our code, loaded from the bundle's own ``scripts/`` folder first.
+
+    Nothing here needs our package, so a bundle folder shared without it (``s4mi pack``) finds itself and its code:
+
+    * ``bundle_root``: the folder above the ``configs/`` of a ``--config_file`` on the command line, else the working
+      directory or ``bundles/<name>`` below it (MONAI Label sets it itself);
+    * ``s4mi_monai``: the package from ``<bundle_root>/scripts`` when the bundle carries it, else the installed one.
+      Configs reach our code only through ``@s4mi_monai``, never through ``$import``: MONAI runs imports before any
+      other item, so they could not use the bundle's folder.
+    """
+    config_files = (
+        "$[arg.split('=', 1)[-1] for i, arg in enumerate(sys.argv) "
+        "if arg.startswith('--config_file=') or (i > 0 and sys.argv[i - 1] == '--config_file')]"
+    )
+    candidates = (
+        "$[os.path.dirname(os.path.dirname(os.path.abspath(path))) "
+        "for path in re.findall(r'[^\\[\\]\\'\", ]+\\.(?:json|yaml|yml)', ' '.join(@config_file_arguments))] "
+        "+ [os.getcwd(), os.path.join(os.getcwd(), 'bundles', @bundle_name)]"
+    )
+    on_path = "(os.path.isdir(os.path.join(@scripts_dir, 's4mi_monai')) and @scripts_dir not in sys.path and sys.path.insert(0, @scripts_dir))"
     return {
-        "imports": default_imports if imports is None else imports,
+        "imports": IMPORTS + (imports or []),
         "bundle_name": spec.name,
-        "bundle_root": "$s4mi_monai.bundle.locate_bundle(@bundle_name)",
+        "config_file_arguments": config_files,
+        "bundle_root": f"$next((root for root in {candidates[1:]} if os.path.isfile(os.path.join(root, 'configs', 'metadata.json'))), os.getcwd())",
+        "scripts_dir": "$os.path.join(@bundle_root, 'scripts')",
+        "s4mi_monai": f"$load_module('s4mi_monai') if {on_path} or find_spec('s4mi_monai') else exec({f'raise ModuleNotFoundError({CODE_MISSING!r})'!r})",
     }
 
 
@@ -108,11 +128,11 @@ def run_knobs(
 def data_and_device() -> dict[str, Any]:
     """The datalist (the demo one without ``--datalist``), its classes, and the device."""
     return {
-        "data": "$s4mi_monai.bundle.open_datalist(@datalist, @demo_datalist, @dataset_dir)",
+        "data": "$@s4mi_monai.bundle.open_datalist(@datalist, @demo_datalist, @dataset_dir)",
         "classes": "$@data['classes']",
         "multi_label": "$@data['multi_label']",
         "torch_device": "$torch.device(@device)",
-        "use_amp": "$s4mi_monai.bundle.as_bool(@amp) and @torch_device.type == 'cuda'",
+        "use_amp": "$@s4mi_monai.bundle.as_bool(@amp) and @torch_device.type == 'cuda'",
     }
 
 
@@ -130,7 +150,7 @@ def network(spec: BundleSpec, scope: Scope = ROOT, pretrained_weights: str | Non
     """``network_def`` and ``network``: the classifier or the supervised segmentation network."""
     if spec.task == "classification":
         network_def = {
-            "_target_": "s4mi_monai.networks.Classifier",
+            "_target_": "$@s4mi_monai.networks.Classifier",
             "backbone": scope.ref("backbone"),
             "num_classes": "$len(@classes)",
             "image_size": "@image_size",
@@ -138,7 +158,7 @@ def network(spec: BundleSpec, scope: Scope = ROOT, pretrained_weights: str | Non
         }
     else:
         network_def = {
-            "_target_": "s4mi_monai.networks.build_segmentation_network",
+            "_target_": "$@s4mi_monai.networks.build_segmentation_network",
             "architecture": "@architecture",
             "in_channels": 3,
             "out_channels": 2,
@@ -152,12 +172,12 @@ def network(spec: BundleSpec, scope: Scope = ROOT, pretrained_weights: str | Non
 def loading(spec: BundleSpec, with_label: bool) -> list[dict[str, Any]]:
     """Read images as RGB (and masks as 0/1), channel first, to [0, 1]."""
     steps: list[dict[str, Any]] = [
-        {"_target_": "LoadImaged", "keys": "image", "reader": "$s4mi_monai.transforms.rgb_reader()", "image_only": True},
+        {"_target_": "LoadImaged", "keys": "image", "reader": "$@s4mi_monai.transforms.rgb_reader()", "image_only": True},
         {"_target_": "EnsureChannelFirstd", "keys": "image", "channel_dim": -1},
     ]
     if with_label and spec.task == "segmentation":
         steps += [
-            {"_target_": "LoadImaged", "keys": "label", "reader": "$s4mi_monai.transforms.mask_reader()", "image_only": True},
+            {"_target_": "LoadImaged", "keys": "label", "reader": "$@s4mi_monai.transforms.mask_reader()", "image_only": True},
             {"_target_": "EnsureChannelFirstd", "keys": "label", "channel_dim": "no_channel"},
         ]
     return steps
@@ -167,7 +187,7 @@ def uint8_images(size: str) -> list[dict[str, Any]]:
     """Decode each image once as RGB, channel first, resized to ``size`` x ``size`` and cached as uint8: label-free
     training augments whole batches on the training device (DINO, CASS and PiCIE views)."""
     return [
-        {"_target_": "LoadImaged", "keys": "image", "reader": "$s4mi_monai.transforms.rgb_reader()", "image_only": True},
+        {"_target_": "LoadImaged", "keys": "image", "reader": "$@s4mi_monai.transforms.rgb_reader()", "image_only": True},
         {"_target_": "EnsureChannelFirstd", "keys": "image", "channel_dim": -1},
         {"_target_": "Resized", "keys": "image", "spatial_size": [size, size], "mode": "area"},
         {"_target_": "EnsureTyped", "keys": "image", "data_type": "tensor", "dtype": "$torch.uint8", "track_meta": False},
@@ -191,7 +211,7 @@ def preprocessing(spec: BundleSpec, with_label: bool) -> list[dict[str, Any]]:
         dict(SCALE_TO_UNIT),
     ]
     if segmentation_label:
-        steps.append({"_target_": "s4mi_monai.transforms.BinarizeMaskd", "keys": "label"})
+        steps.append({"_target_": "$@s4mi_monai.transforms.BinarizeMaskd", "keys": "label"})
     elif with_label:
         steps.append(
             {"_target_": "EnsureTyped", "keys": "label", "data_type": "tensor", "dtype": "$torch.float32 if @multi_label else torch.long"}
@@ -215,7 +235,7 @@ def augmentation(with_mask: bool) -> list[dict[str, Any]]:
         {"_target_": "RandFlipd", "keys": keys, "spatial_axis": 0, "prob": 0.5},
         {"_target_": "RandFlipd", "keys": keys, "spatial_axis": 1, "prob": 0.5},
         {
-            "_target_": "s4mi_monai.transforms.RandColorJitterd",
+            "_target_": "$@s4mi_monai.transforms.RandColorJitterd",
             "keys": "image",
             "brightness": 0.2,
             "contrast": 0.2,
@@ -230,9 +250,9 @@ def normalization() -> list[dict[str, Any]]:
     """Applied after augmentation at training time and after preprocessing everywhere else."""
     return [
         {
-            "_target_": "s4mi_monai.transforms.RedChannelNormalized",
+            "_target_": "$@s4mi_monai.transforms.RedChannelNormalized",
             "keys": "image",
-            "_disabled_": "$not s4mi_monai.bundle.as_bool(@red_normalization)",
+            "_disabled_": "$not @s4mi_monai.bundle.as_bool(@red_normalization)",
         },
         {"_target_": "NormalizeIntensityd", "keys": "image", "subtrahend": IMAGENET_MEAN, "divisor": IMAGENET_STD, "channel_wise": True},
     ]
@@ -240,7 +260,7 @@ def normalization() -> list[dict[str, Any]]:
 
 def items(spec: BundleSpec, split: str, fraction: str = "None") -> str:
     """The labeled items of a split (``fraction``: a reference to the labeled fraction, for training)."""
-    return f"$s4mi_monai.bundle.{spec.task}_items(@data, '{split}', {fraction})"
+    return f"$@s4mi_monai.bundle.{spec.task}_items(@data, '{split}', {fraction})"
 
 
 def postprocessing(spec: BundleSpec) -> dict[str, Any]:
@@ -257,13 +277,13 @@ def metric(spec: BundleSpec, selected: str) -> dict[str, Any]:
     common = {"metric": selected, "save_path": None, "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
     if spec.task == "classification":
         return {
-            "_target_": "s4mi_monai.metrics.ClassificationMetric",
+            "_target_": "$@s4mi_monai.metrics.ClassificationMetric",
             "class_names": "@classes",
             "multi_label": "@multi_label",
             "challenge": "$@data['challenge']",
             **common,
         }
-    return {"_target_": "s4mi_monai.metrics.SegmentationMetric", "num_classes": 2, **common}
+    return {"_target_": "$@s4mi_monai.metrics.SegmentationMetric", "num_classes": 2, **common}
 
 
 def evaluation_definitions(spec: BundleSpec) -> dict[str, Any]:
@@ -330,8 +350,8 @@ def loss(spec: BundleSpec, scope: Scope = ROOT) -> Any:
     """Cross-entropy family (optionally class-weighted from the labeled training items) or 1/2 (Dice + CE)."""
     if spec.task == "classification":
         return (
-            "$s4mi_monai.losses.classification_loss(@multi_label, @loss_kind, "
-            f"s4mi_monai.bundle.class_weights({scope.ref('train#dataset')}.data, len(@classes), @multi_label, @class_weighting))"
+            "$@s4mi_monai.losses.classification_loss(@multi_label, @loss_kind, "
+            f"@s4mi_monai.bundle.class_weights({scope.ref('train#dataset')}.data, len(@classes), @multi_label, @class_weighting))"
             ".to(@torch_device)"
         )
     return {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True, "lambda_dice": 0.5, "lambda_ce": 0.5}
@@ -356,7 +376,7 @@ def settings(spec: BundleSpec, scope: Scope = ROOT) -> dict[str, Any]:
         "learning_rate": "@learning_rate",
         "weight_decay": "@weight_decay",
         "pretrained_weights": "@pretrained_weights",
-        "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+        "red_normalization": "$@s4mi_monai.bundle.as_bool(@red_normalization)",
         "device": "$str(@torch_device)",
         "amp": "@use_amp",
     }
@@ -375,7 +395,7 @@ def model_info(spec: BundleSpec, scope: Scope = ROOT) -> dict[str, Any]:
         "classes": "@classes",
         "multi_label": "@multi_label",
         "image_size": "@image_size",
-        "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+        "red_normalization": "$@s4mi_monai.bundle.as_bool(@red_normalization)",
     }
     if spec.task == "classification":
         info["backbone"] = scope.ref("backbone")
@@ -404,16 +424,54 @@ def run_handlers(history: str, checkpoint_path: str, resume_objects: str) -> lis
             "load_dict": f"${resume_objects}",
             "map_location": "cpu",
         },
-        {"_target_": "s4mi_monai.handlers.TrainingCheckpoint", "save_path": checkpoint_path, "save_dict": f"${resume_objects}"},
+        {"_target_": "$@s4mi_monai.handlers.TrainingCheckpoint", "save_path": checkpoint_path, "save_dict": f"${resume_objects}"},
     ]
 
 
 def read_model_info(defaults: dict[str, Any]) -> dict[str, Any]:
     """The ``model_info`` item of evaluation and inference: what training wrote, else ``defaults``."""
-    return {"_target_": "s4mi_monai.bundle.read_model_info", "model_path": "@model_path", "defaults": defaults}
+    return {"_target_": "$@s4mi_monai.bundle.read_model_info", "model_path": "@model_path", "defaults": defaults}
 
 
 def demo_classes(profile: DatasetProfile) -> list[str]:
     """The class names of the dataset's committed demo datalist."""
     datalist = json.loads((REPO_ROOT / "datalists" / profile.demo_datalist).read_text())
     return datalist["classes"]
+
+
+def slide_run(spec: BundleSpec) -> dict[str, Any]:
+    """``run slides``: whole slides and large images at native resolution, read by regions (:mod:`s4mi_monai.wsi`).
+
+    Windows cover ``slide_window`` pixels of the chosen level: the tile size the training images were cut at
+    for slide datasets, else the network's input size. Segmentation blends overlapping windows into masks;
+    classification scores each window with tissue and the slide by ``slide_rule``.
+    """
+    window = round(224 / spec.profile.slide_scale) if spec.profile.slide_scale else "@image_size"
+    common = {"slide_level": None, "slide_mpp": None, "slide_window": window}
+    load = "$@s4mi_monai.bundle.load_checkpoints(@handlers)"
+    where = "window=@slide_window, level=@slide_level, mpp=@slide_mpp"
+    if spec.task == "classification":
+        return {
+            **common,
+            "slide_batch_size": 16,
+            "min_tissue": 0.25,
+            "slide_rule": "mean",
+            "slides": [
+                load,
+                "$@s4mi_monai.wsi.classify_slides(@input_dir, @network, @preprocessing, @output_dir, @classes, @image_size, @torch_device, "
+                f"multi_label=@multi_label, {where}, batch_size=@slide_batch_size, min_tissue=@min_tissue, rule=@slide_rule)",
+            ],
+        }
+    foreground = "cells" if spec.profile.slide_scale else "lesion"
+    return {
+        "segment_classes": ["background", foreground],
+        **common,
+        "slide_overlap": 0.25,
+        "slide_batch_size": 4,
+        "skip_blank": True,
+        "slides": [
+            load,
+            "$@s4mi_monai.wsi.segment_slides(@input_dir, @network, @preprocessing, @output_dir, @segment_classes, @image_size, @torch_device, "
+            f"{where}, overlap=@slide_overlap, batch_size=@slide_batch_size, skip_blank=@s4mi_monai.bundle.as_bool(@skip_blank))",
+        ],
+    }

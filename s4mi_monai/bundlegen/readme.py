@@ -354,7 +354,7 @@ python -m monai.bundle run training --config_file {root}/configs/train.json --da
 
 # TorchScript export of a Swin-UNet or SwinUNETR model: traced at a fixed input size (MONAI's Swin blocks do not script)
 python -m monai.bundle ckpt_export network_def --filepath {root}/models/model.ts --ckpt_file {root}/models/model.pt \\
-    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root} \\
+    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json \\
     --use_trace true --input_shape "[1, 3, 224, 224]"
 """
     if spec.method == "supervised_cls":
@@ -390,6 +390,16 @@ def _header(spec: BundleSpec) -> str:
     )
 
 
+def _slides_command(spec: BundleSpec, root: str) -> str:
+    if spec.unsupervised:
+        return ""
+    what = "masks, overlays and QuPath outlines" if spec.task == "segmentation" else "per-window and per-slide scores"
+    return (
+        f"# whole slides (pyramidal TIFF, SVS) and very large images, read by regions at native resolution: {what}\n"
+        f"python -m monai.bundle run slides --config_file {root}/configs/inference.json --input_dir slides --output_dir slide_predictions\n"
+    )
+
+
 def readme(spec: BundleSpec, existing: str = "") -> str:
     """The README text for ``spec``, keeping the measured results of ``existing``."""
     name = spec.name
@@ -422,7 +432,7 @@ python -m monai.bundle run --config_file {root}/configs/inference.json --input_d
 
 # TorchScript export of the Swin-UNet: traced at a fixed input size (MONAI's Swin blocks do not script)
 python -m monai.bundle ckpt_export network_def --filepath {root}/models/transformer.ts --ckpt_file {root}/models/transformer/model.pt \\
-    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root} \\
+    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json \\
     --predict_with transformer --use_trace true --input_shape "[1, 3, 224, 224]"
 """
     if spec.contrastive:
@@ -529,12 +539,12 @@ python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json
 
 # predict on a folder of new images (PNG, JPEG, TIFF, any size); unreadable files are reported and skipped
 python -m monai.bundle run --config_file {root}/configs/inference.json --input_dir new_images --output_dir predictions
-
+{_slides_command(spec, root)}
 # TorchScript export and checks
 python -m monai.bundle ckpt_export network_def --filepath {root}/models/model.ts --ckpt_file {root}/models/model.pt \\
-    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root}
+    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json
 python -m monai.bundle verify_metadata --meta_file {root}/configs/metadata.json --filepath s4mi_monai/resources/meta_schema.json
-python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json --bundle_root {root}
+python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json
 ```
 
 Overrides: `--datalist FILE`, `--dataset_dir DIR`, `--label_fraction F`, `--seed N`, `--max_epochs N`,
@@ -561,10 +571,28 @@ Inference writes {inference_output}.{_saliency(spec)}
 {_kept_results(existing)}
 {RESULTS_END}
 
+## Sharing this bundle
+
+```bash
+# configs, README, weights, checksums and the code the bundle runs, in one archive
+s4mi pack {root} --out {spec.name}.zip --model_dir {root}/models
+# on the collaborator's side: extract and verify
+s4mi unpack {spec.name}.zip --out shared/
+```
+
+The archive runs inference, evaluation, training, `verify_metadata` (the schema is in `docs/`),
+`verify_net_in_out` and `ckpt_export` with the registry packages of `configs/metadata.json` alone: the
+code it needs travels in `scripts/s4mi_monai/`, which the configs load before any installed package. From
+any folder, no `--bundle_root` needed. Preparing a new dataset (`s4mi prepare`) needs the package.
+See [docs/sharing.md](../../../docs/sharing.md).
+
 ## MONAI Label
 
 `configs/inference.json` defines `network_def`, `preprocessing`, `postprocessing`, `inferer` and
-`device`, reads no `_meta_` and returns plain tensors, as MONAI Label's `BundleInferTask` expects.
+`device`, as MONAI Label's `BundleInferTask` expects; {"its postprocessing ends with the mask as a 2-D uint8 image at the input's size (PNG, NIfTI)" if spec.task == "segmentation" else "`/infer` returns the class probabilities"}.
+Serve it with the sample app in [docs/monailabel](../../../docs/monailabel/README.md), which sets the task
+type and keeps the bundle's own writers from writing into this folder; the versions that work together
+are listed there.
 
 ## Limitations
 

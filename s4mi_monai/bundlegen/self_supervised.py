@@ -16,14 +16,6 @@ from s4mi_monai.bundlegen import parts, supervised
 from s4mi_monai.bundlegen.parts import ROOT, Scope
 from s4mi_monai.bundlegen.registry import BundleSpec
 
-PRETRAIN_IMPORTS = [
-    "$import copy",
-    "$import s4mi_monai.engines",
-    "$import s4mi_monai.handlers",
-    "$import s4mi_monai.networks",
-    "$import s4mi_monai.optim",
-]
-
 CASS_BRANCHES = {"cnn": "@cnn_backbone", "transformer": "@transformer_backbone"}
 """CASS's two networks, each fine-tuned in its own section ``finetune_<branch>``, and their backbone knobs."""
 
@@ -91,7 +83,7 @@ def _ssl_data() -> dict[str, Any]:
         "preprocessing": parts.uint8_images("$@pretrain_image_size * 8 // 7"),
         "dataset": {
             "_target_": "CacheDataset",
-            "data": "$s4mi_monai.bundle.unlabeled_items(@data, 'training')",
+            "data": "$@s4mi_monai.bundle.unlabeled_items(@data, 'training')",
             "transform": "$monai.transforms.Compose(@ssl#preprocessing)",
             "cache_rate": 1.0,
             "progress": False,
@@ -106,10 +98,10 @@ def _ssl_data() -> dict[str, Any]:
             "pin_memory": "$@torch_device.type == 'cuda'",
         },
         "iterations_per_epoch": "$len(@ssl#dataloader)",
-        "epochs": "$s4mi_monai.bundle.epochs_for_iterations(@pretrain_max_iterations, @pretrain_epochs, @ssl#iterations_per_epoch)",
+        "epochs": "$@s4mi_monai.bundle.epochs_for_iterations(@pretrain_max_iterations, @pretrain_epochs, @ssl#iterations_per_epoch)",
         "normalize": {
-            "_target_": "s4mi_monai.transforms.NormalizeBatch",
-            "red_normalization": "$s4mi_monai.bundle.as_bool(@red_normalization)",
+            "_target_": "$@s4mi_monai.transforms.NormalizeBatch",
+            "red_normalization": "$@s4mi_monai.bundle.as_bool(@red_normalization)",
         },
     }
 
@@ -117,11 +109,11 @@ def _ssl_data() -> dict[str, Any]:
 def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dict[str, Any]:
     return {
         "history": {
-            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": "$os.path.join(@output_dir, 'pretraining')",
             "optimizer": "@ssl#optimizer",
         },
-        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
+        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
         "checkpoint_path": f"$os.path.join(@output_dir, '{checkpoint}')",
         "run_handlers": parts.run_handlers("@ssl#history", "@ssl#checkpoint_path", "@ssl#resume_objects"),
         "resume_objects": {**resume_objects, "trainer": "@ssl#trainer", "history": "@ssl#history", "random_state": "@ssl#random_state"},
@@ -130,14 +122,14 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
 
 def _monitoring(out_dim: str | None) -> list[dict[str, Any]]:
     return [
-        {"_target_": "s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim, "on_constant_collapse": "@on_constant_collapse"},
+        {"_target_": "$@s4mi_monai.handlers.CollapseMonitor", "out_dim": out_dim, "on_constant_collapse": "@on_constant_collapse"},
         *parts.logging_handlers("$os.path.join(@output_dir, 'pretraining', 'runs')", "pretrain_loss", "$lambda output: output['loss']"),
     ]
 
 
 def _dino_section() -> dict[str, Any]:
     head = {
-        "_target_": "s4mi_monai.networks.DINOHead",
+        "_target_": "$@s4mi_monai.networks.DINOHead",
         "in_dim": "$@ssl#backbone.embed_dim",
         "out_dim": "@head_out_dim",
         "hidden_dim": "@head_hidden_dim",
@@ -147,33 +139,33 @@ def _dino_section() -> dict[str, Any]:
     epochs, iters = "@ssl#epochs", "@ssl#iterations_per_epoch"
     return {
         **_ssl_data(),
-        "backbone": {"_target_": "s4mi_monai.networks.build_backbone", "name": "@backbone", "image_size": "@pretrain_image_size"},
+        "backbone": {"_target_": "$@s4mi_monai.networks.build_backbone", "name": "@backbone", "image_size": "@pretrain_image_size"},
         "student_def": {
-            "_target_": "s4mi_monai.networks.MultiCropWrapper",
-            "backbone": "$s4mi_monai.bundle.with_weights(@ssl#backbone, @pretrained_weights)",
+            "_target_": "$@s4mi_monai.networks.MultiCropWrapper",
+            "backbone": "$@s4mi_monai.bundle.with_weights(@ssl#backbone, @pretrained_weights)",
             "head": head,
         },
-        "student": "$s4mi_monai.bundle.to_device(@ssl#student_def, @torch_device, @channels_last)",
+        "student": "$@s4mi_monai.bundle.to_device(@ssl#student_def, @torch_device, @channels_last)",
         "teacher": "$copy.deepcopy(@ssl#student)",
         "loss": {
-            "_target_": "s4mi_monai.losses.DINOLoss",
+            "_target_": "$@s4mi_monai.losses.DINOLoss",
             "out_dim": "@head_out_dim",
             "student_temp": "@student_temp",
             "center_momentum": "@center_momentum",
         },
         "optimizer": {
-            "_target_": "s4mi_monai.optim.pretraining_optimizer",
+            "_target_": "$@s4mi_monai.optim.pretraining_optimizer",
             "name": "@pretrain_optimizer",
-            "params": "$s4mi_monai.optim.param_groups_for_weight_decay(@ssl#student)",
+            "params": "$@s4mi_monai.optim.param_groups_for_weight_decay(@ssl#student)",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
-        "lr_schedule": f"$s4mi_monai.optim.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
-        "weight_decay_schedule": f"$s4mi_monai.optim.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
-        "momentum_schedule": f"$s4mi_monai.optim.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
-        "teacher_temp_schedule": f"$s4mi_monai.optim.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
+        "lr_schedule": f"$@s4mi_monai.optim.cosine_schedule(@pretrain_lr, @pretrain_min_lr, {epochs}, {iters}, @pretrain_warmup_epochs)",
+        "weight_decay_schedule": f"$@s4mi_monai.optim.cosine_schedule(@pretrain_weight_decay, @pretrain_weight_decay_end, {epochs}, {iters})",
+        "momentum_schedule": f"$@s4mi_monai.optim.cosine_schedule(@teacher_momentum, 1.0, {epochs}, {iters})",
+        "teacher_temp_schedule": f"$@s4mi_monai.optim.linear_warmup_then_constant(@warmup_teacher_temp, @teacher_temp, @warmup_teacher_temp_epochs, {epochs}, {iters})",
         "views": {
-            "_target_": "s4mi_monai.transforms.MultiCropBatch",
+            "_target_": "$@s4mi_monai.transforms.MultiCropBatch",
             "preset": "@crop_preset",
             "global_size": "@pretrain_image_size",
             "local_size": "$None if @crop_preset == 'lucidrains' else @local_crop_size",
@@ -184,26 +176,26 @@ def _dino_section() -> dict[str, Any]:
         },
         "handlers": [
             {
-                "_target_": "s4mi_monai.handlers.ScheduleHandler",
+                "_target_": "$@s4mi_monai.handlers.ScheduleHandler",
                 "values": "@ssl#lr_schedule",
                 "optimizer": "@ssl#optimizer",
                 "param_key": "lr",
             },
             {
-                "_target_": "s4mi_monai.handlers.ScheduleHandler",
+                "_target_": "$@s4mi_monai.handlers.ScheduleHandler",
                 "values": "@ssl#weight_decay_schedule",
                 "optimizer": "@ssl#optimizer",
                 "param_key": "weight_decay",
             },
-            {"_target_": "s4mi_monai.handlers.ScheduleHandler", "values": "@ssl#teacher_temp_schedule", "attribute": "teacher_temp"},
+            {"_target_": "$@s4mi_monai.handlers.ScheduleHandler", "values": "@ssl#teacher_temp_schedule", "attribute": "teacher_temp"},
             {
-                "_target_": "s4mi_monai.handlers.EMATeacher",
+                "_target_": "$@s4mi_monai.handlers.EMATeacher",
                 "student": "@ssl#student",
                 "teacher": "@ssl#teacher",
                 "momentum": "@ssl#momentum_schedule",
                 "copy_buffers": False,
             },
-            {"_target_": "s4mi_monai.handlers.FreezeLastLayer", "module": "@ssl#student", "epochs": "@freeze_last_layer"},
+            {"_target_": "$@s4mi_monai.handlers.FreezeLastLayer", "module": "@ssl#student", "epochs": "@freeze_last_layer"},
             *_monitoring("@head_out_dim"),
         ],
         **_ssl_common_handlers(
@@ -211,7 +203,7 @@ def _dino_section() -> dict[str, Any]:
             {"student": "@ssl#student", "teacher": "@ssl#teacher", "loss": "@ssl#loss", "optimizer": "@ssl#optimizer"},
         ),
         "trainer": {
-            "_target_": "s4mi_monai.engines.DINOTrainer",
+            "_target_": "$@s4mi_monai.engines.DINOTrainer",
             "device": "@torch_device",
             "max_epochs": "@ssl#epochs",
             "train_data_loader": "@ssl#dataloader",
@@ -223,10 +215,10 @@ def _dino_section() -> dict[str, Any]:
             "normalize": "@ssl#normalize",
             "teacher_temp": "@warmup_teacher_temp",
             "clip_grad": "@clip_grad",
-            "student_sees_globals": "$s4mi_monai.bundle.as_bool(@student_sees_globals)",
+            "student_sees_globals": "$@s4mi_monai.bundle.as_bool(@student_sees_globals)",
             "amp": "@use_amp",
-            "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
-            "compile": "$s4mi_monai.bundle.as_bool(@compile)",
+            "channels_last": "$@s4mi_monai.bundle.as_bool(@channels_last)",
+            "compile": "$@s4mi_monai.bundle.as_bool(@compile)",
             "train_handlers": "@ssl#handlers",
         },
     }
@@ -235,10 +227,10 @@ def _dino_section() -> dict[str, Any]:
 def _cass_section() -> dict[str, Any]:
     def network(branch: str) -> dict[str, Any]:
         return {
-            "_target_": "s4mi_monai.networks.MultiCropWrapper",
+            "_target_": "$@s4mi_monai.networks.MultiCropWrapper",
             "backbone": f"@ssl#{branch}_encoder",
             "head": {
-                "_target_": "s4mi_monai.networks.ProjectionHead",
+                "_target_": "$@s4mi_monai.networks.ProjectionHead",
                 "in_dim": f"$@ssl#{branch}_encoder.embed_dim",
                 "out_dim": "@projection_dim",
             },
@@ -254,28 +246,28 @@ def _cass_section() -> dict[str, Any]:
 
     return {
         **_ssl_data(),
-        "cnn_encoder": "$s4mi_monai.bundle.with_weights(s4mi_monai.networks.build_backbone(@cnn_backbone, @pretrain_image_size), @pretrained_weights)",
-        "transformer_encoder": "$s4mi_monai.networks.build_backbone(@transformer_backbone, @pretrain_image_size)",
+        "cnn_encoder": "$@s4mi_monai.bundle.with_weights(@s4mi_monai.networks.build_backbone(@cnn_backbone, @pretrain_image_size), @pretrained_weights)",
+        "transformer_encoder": "$@s4mi_monai.networks.build_backbone(@transformer_backbone, @pretrain_image_size)",
         "cnn_def": network("cnn"),
-        "cnn": "$s4mi_monai.bundle.to_device(@ssl#cnn_def, @torch_device, @channels_last)",
+        "cnn": "$@s4mi_monai.bundle.to_device(@ssl#cnn_def, @torch_device, @channels_last)",
         "transformer_def": network("transformer"),
         "transformer": "$@ssl#transformer_def.to(@torch_device)",
-        "predictors": "$s4mi_monai.bundle.cass_predictors(@stabiliser, @projection_dim).to(@torch_device)",
+        "predictors": "$@s4mi_monai.bundle.cass_predictors(@stabiliser, @projection_dim).to(@torch_device)",
         "optimizer": {
             "_target_": "torch.optim.Adam",
-            "params": "$s4mi_monai.bundle.branch_parameters(@ssl#cnn, @ssl#predictors, 'cnn')",
+            "params": "$@s4mi_monai.bundle.branch_parameters(@ssl#cnn, @ssl#predictors, 'cnn')",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
         "transformer_optimizer": {
             "_target_": "torch.optim.Adam",
-            "params": "$s4mi_monai.bundle.branch_parameters(@ssl#transformer, @ssl#predictors, 'transformer')",
+            "params": "$@s4mi_monai.bundle.branch_parameters(@ssl#transformer, @ssl#predictors, 'transformer')",
             "lr": "@pretrain_lr",
             "fused": "$@torch_device.type == 'cuda'",
         },
         "lr_scheduler": schedule("@ssl#optimizer"),
         "transformer_lr_scheduler": schedule("@ssl#transformer_optimizer"),
-        "views": {"_target_": "s4mi_monai.transforms.MultiCropBatch", "preset": "cass", "global_size": "@pretrain_image_size"},
+        "views": {"_target_": "$@s4mi_monai.transforms.MultiCropBatch", "preset": "cass", "global_size": "@pretrain_image_size"},
         "handlers": [
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#lr_scheduler", "print_lr": False, "epoch_level": False},
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@ssl#transformer_lr_scheduler", "print_lr": False, "epoch_level": False},
@@ -294,7 +286,7 @@ def _cass_section() -> dict[str, Any]:
             },
         ),
         "trainer": {
-            "_target_": "s4mi_monai.engines.CASSTrainer",
+            "_target_": "$@s4mi_monai.engines.CASSTrainer",
             "device": "@torch_device",
             "max_epochs": "@ssl#epochs",
             "train_data_loader": "@ssl#dataloader",
@@ -306,8 +298,8 @@ def _cass_section() -> dict[str, Any]:
             "views": "@ssl#views",
             "normalize": "@ssl#normalize",
             "amp": "@use_amp",
-            "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
-            "compile": "$s4mi_monai.bundle.as_bool(@compile)",
+            "channels_last": "$@s4mi_monai.bundle.as_bool(@channels_last)",
+            "compile": "$@s4mi_monai.bundle.as_bool(@compile)",
             "train_handlers": "@ssl#handlers",
         },
     }
@@ -358,7 +350,7 @@ def finetune_section(spec: BundleSpec, branch: str) -> dict[str, Any]:
 def finetune_steps(scope: Scope = ROOT) -> list[str]:
     """Load the pretrained backbone, then the supervised steps: train, select on validation, report on test."""
     return [
-        f"$s4mi_monai.bundle.load_backbone({scope.ref('network')}, {scope.ref('pretrained_backbone')})",
+        f"$@s4mi_monai.bundle.load_backbone({scope.ref('network')}, {scope.ref('pretrained_backbone')})",
         *supervised.training_steps(scope),
     ]
 
@@ -366,14 +358,14 @@ def finetune_steps(scope: Scope = ROOT) -> list[str]:
 def _pretrain(backbones: str, skip_if_done: bool) -> str:
     """Pretrain, then write each ``(backbone, file)`` of ``backbones``; the ``run`` id skips a finished pretraining."""
     skip = ", skip_if_done=True" if skip_if_done else ""
-    return f"$s4mi_monai.bundle.pretrain(@ssl#trainer, @ssl#run_handlers, [{backbones}]{skip})"
+    return f"$@s4mi_monai.bundle.pretrain(@ssl#trainer, @ssl#run_handlers, [{backbones}]{skip})"
 
 
 def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
     """``train.json`` of a DINO or CASS bundle."""
     cass = spec.method == "cass"
     config: dict[str, Any] = {
-        **parts.identity(spec, parts.IMPORTS + PRETRAIN_IMPORTS),
+        **parts.identity(spec, ["$import copy"]),
         # CASS fine-tunes two networks, each with its own backbone knob (cnn_backbone, transformer_backbone)
         **parts.run_knobs(spec, label_fraction=0.1, network={"pretrained_weights": None} if cass else None),
         **_pretraining_knobs(spec),
@@ -388,7 +380,7 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         backbones = ", ".join(f"(@ssl#{branch}.backbone, @pretrained_{branch}_backbone)" for branch in CASS_BRANCHES)
         finetune = [
             *[step for branch in CASS_BRANCHES for step in finetune_steps(Scope(f"finetune_{branch}"))],
-            f"$s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(CASS_BRANCHES)})",
+            f"$@s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(CASS_BRANCHES)})",
         ]
         finetune_trainers = [f"@finetune_{branch}#train#trainer" for branch in CASS_BRANCHES]
     else:
@@ -396,15 +388,15 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         backbones = "(@ssl#teacher.backbone, @pretrained_backbone)"
         finetune = finetune_steps()
         finetune_trainers = ["@train#trainer"]
-    config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
-    start_note = ["$s4mi_monai.bundle.note_cass_start(@pretrained_weights, @on_constant_collapse)"] if cass else []
+    config["initialize"] = ["$monai.utils.set_determinism(seed=@seed)", "$@s4mi_monai.bundle.configure_logging()"]
+    start_note = ["$@s4mi_monai.bundle.note_cass_start(@pretrained_weights, @on_constant_collapse)"] if cass else []
     config["pretrain"] = [*start_note, _pretrain(backbones, skip_if_done=False)]
     config["finetune"] = finetune
     config["run"] = [*start_note, _pretrain(backbones, skip_if_done=True), *finetune]
     config["training"] = "%run"
     config["benchmark"] = [
-        "$s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",
-        *[f"$s4mi_monai.engines.benchmark({trainer}, 'finetune', @benchmark_steps)" for trainer in finetune_trainers],
+        "$@s4mi_monai.engines.benchmark(@ssl#trainer, 'pretrain', @benchmark_steps)",
+        *[f"$@s4mi_monai.engines.benchmark({trainer}, 'finetune', @benchmark_steps)" for trainer in finetune_trainers],
     ]
     return config
 

@@ -29,7 +29,7 @@ def model_objects(spec: BundleSpec, scope: Scope = ROOT, pretrained_weights: str
             "weight_decay": "@weight_decay",
         },
         "iterations_per_epoch": f"$len({ref('train#dataloader')})",
-        "epochs": f"$s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {ref('iterations_per_epoch')})",
+        "epochs": f"$@s4mi_monai.bundle.epochs_for_iterations(@max_iterations, @max_epochs, {ref('iterations_per_epoch')})",
         "lr_scheduler": {
             "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
             "optimizer": ref("optimizer"),
@@ -50,10 +50,10 @@ def training_objects(
     ref = scope.ref
     validation_data, test_data = ("@validate", "@test") if shared_evaluation_data else (None, None)
     return {
-        "best_model": {"_target_": "s4mi_monai.handlers.BestModelSaver", "save_path": ref("model_path"), "network": ref("network")},
-        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
+        "best_model": {"_target_": "$@s4mi_monai.handlers.BestModelSaver", "save_path": ref("model_path"), "network": ref("network")},
+        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
         "history": {
-            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": ref("output_dir"),
             "validator": ref("validate#evaluator"),
             "optimizer": ref("optimizer"),
@@ -118,10 +118,10 @@ def training_steps(scope: Scope = ROOT) -> list[str]:
     """Write the model info, train (resuming if a checkpoint exists), then score the selected model on test."""
     ref = scope.ref
     return [
-        f"$s4mi_monai.bundle.write_model_info({ref('output_dir')}, {ref('model_info')})",
+        f"$@s4mi_monai.bundle.write_model_info({ref('output_dir')}, {ref('model_info')})",
         f"$[handler.attach({ref('train#trainer')}) for handler in {ref('train#run_handlers')}]",
         f"${ref('train#trainer')}.run()",
-        f"$s4mi_monai.bundle.report_test_metrics({ref('test#evaluator')}, {ref('network')}, {ref('model_path')}, "
+        f"$@s4mi_monai.bundle.report_test_metrics({ref('test#evaluator')}, {ref('network')}, {ref('model_path')}, "
         f"{ref('metrics_path')}, {ref('settings')}, {ref('best_model')})",
     ]
 
@@ -138,9 +138,9 @@ def transforms(spec: BundleSpec) -> dict[str, Any]:
 
 def initialize(spec: BundleSpec) -> list[str]:
     """Seed everything, show the epoch lines, and check the network size before any data is read."""
-    steps = ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"]
+    steps = ["$monai.utils.set_determinism(seed=@seed)", "$@s4mi_monai.bundle.configure_logging()"]
     if spec.task == "segmentation":
-        steps.append("$s4mi_monai.networks.check_segmentation_architecture(@architecture, @image_size)")
+        steps.append("$@s4mi_monai.networks.check_segmentation_architecture(@architecture, @image_size)")
     return steps
 
 
@@ -184,17 +184,16 @@ def evaluate_config(spec: BundleSpec, branch_knob: bool = False) -> dict[str, An
         config["model_path"] = "$os.path.join(@output_dir, *([@branch] if @branch else []), 'model.pt')"
         config["metrics_path"] = "$os.path.join(os.path.dirname(@model_path), 'metrics.json')"
     if spec.task == "classification":
-        config["imports"] = [*config["imports"], "$import s4mi_monai.visualize"]
         config["saliency_images"] = 0  # > 0: gradient saliency panels of that many test images
     if branch_knob:
         config["branch"] = None
     config["test"] = parts.evaluation_section(spec, "test", "@test", "@network", [])
     config["settings"] = {**parts.settings(spec), **dict.fromkeys(parts.TRAINING_RUN_SETTINGS)}
     config["initialize"] = initialize(spec)
-    config["run"] = ["$s4mi_monai.bundle.report_test_metrics(@test#evaluator, @network, @model_path, @metrics_path, @settings)"]
+    config["run"] = ["$@s4mi_monai.bundle.report_test_metrics(@test#evaluator, @network, @model_path, @metrics_path, @settings)"]
     if spec.task == "classification":
         config["run"].append(
-            "$s4mi_monai.visualize.write_item_saliency(@network, s4mi_monai.bundle.classification_items(@data, 'test', None), "
+            "$@s4mi_monai.visualize.write_item_saliency(@network, @s4mi_monai.bundle.classification_items(@data, 'test', None), "
             "monai.transforms.Compose(@preprocessing + @normalization), @classes, @multi_label, "
             "os.path.join(os.path.dirname(@metrics_path), 'saliency'), @saliency_images)"
         )
@@ -236,7 +235,7 @@ def inference_data(spec: BundleSpec) -> dict[str, Any]:
             + [inference_resize(spec), dict(parts.SCALE_TO_UNIT)]
             + parts.normalization(),
         },
-        "dataset": {"_target_": "Dataset", "data": "$s4mi_monai.bundle.image_files(@input_dir)", "transform": "@preprocessing"},
+        "dataset": {"_target_": "Dataset", "data": "$@s4mi_monai.bundle.image_files(@input_dir)", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False, "num_workers": 0},
     }
 
@@ -260,7 +259,7 @@ def inference_output(spec: BundleSpec) -> dict[str, Any]:
             },
             "writers": [
                 {
-                    "_target_": "s4mi_monai.handlers.ProbabilityCSVWriter",
+                    "_target_": "$@s4mi_monai.handlers.ProbabilityCSVWriter",
                     "output_path": "$os.path.join(@output_dir, 'predictions.csv')",
                     "class_names": "@classes",
                     "multi_label": "@multi_label",
@@ -288,12 +287,19 @@ def inference_output(spec: BundleSpec) -> dict[str, Any]:
                     "to_tensor": True,
                 },
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-                {"_target_": "s4mi_monai.transforms.SaveMaskAndOverlayd", "keys": "pred", "output_dir": "@output_dir"},
+                {"_target_": "$@s4mi_monai.transforms.SaveMaskAndOverlayd", "keys": "pred", "output_dir": "@output_dir"},
+                *MASK_FOR_CLIENTS,
             ],
         },
         "writers": [],
     }
 
+
+MASK_FOR_CLIENTS = [
+    {"_target_": "SqueezeDimd", "keys": "pred", "dim": 0},
+    {"_target_": "CastToTyped", "keys": "pred", "dtype": "$torch.uint8"},
+]
+"""After our writer: the mask as a 2-D uint8 image at the input's size, what MONAI Label's writer saves as PNG or NIfTI."""
 
 INFERENCE_EVALUATOR = {
     "_target_": "SupervisedEvaluator",
@@ -328,7 +334,8 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
             *output["writers"],
         ],
         "evaluator": dict(INFERENCE_EVALUATOR),
-        "initialize": ["$s4mi_monai.bundle.configure_logging()", "$s4mi_monai.bundle.require_model(@model_path)"],
+        "initialize": ["$@s4mi_monai.bundle.configure_logging()", "$@s4mi_monai.bundle.require_model(@model_path)"],
         "run": ["$@evaluator.run()"],
         "inferring": "%run",
+        **parts.slide_run(spec),
     }

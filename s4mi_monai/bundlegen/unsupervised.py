@@ -17,11 +17,6 @@ from s4mi_monai.bundlegen import parts, supervised
 from s4mi_monai.bundlegen.parts import Scope
 from s4mi_monai.bundlegen.registry import BundleSpec
 
-UNSUPERVISED_IMPORTS = [
-    "$import s4mi_monai.engines",
-    "$import s4mi_monai.handlers",
-    "$import s4mi_monai.networks",
-]
 FINETUNE = Scope("supervised")
 """Where the fine-tuning U-Net's objects live (the run id ``finetune`` runs them)."""
 
@@ -55,7 +50,7 @@ def _picie_section() -> dict[str, Any]:
         "preprocessing": parts.uint8_images("@image_size"),
         "dataset": {
             "_target_": "CacheDataset",
-            "data": "$s4mi_monai.bundle.indexed(s4mi_monai.bundle.unlabeled_items(@data, 'training'))",
+            "data": "$@s4mi_monai.bundle.indexed(@s4mi_monai.bundle.unlabeled_items(@data, 'training'))",
             "transform": "$monai.transforms.Compose(@picie#preprocessing)",
             "cache_rate": 1.0,
             "progress": False,
@@ -68,15 +63,15 @@ def _picie_section() -> dict[str, Any]:
             "num_workers": "@num_workers",
             "pin_memory": "$@torch_device.type == 'cuda'",
         },
-        "network_def": {"_target_": "s4mi_monai.networks.PiCIENet", "encoder": "@encoder", "pretrained_weights": "@pretrained_weights"},
-        "network": "$s4mi_monai.bundle.to_device(@picie#network_def, @torch_device, @channels_last)",
+        "network_def": {"_target_": "$@s4mi_monai.networks.PiCIENet", "encoder": "@encoder", "pretrained_weights": "@pretrained_weights"},
+        "network": "$@s4mi_monai.bundle.to_device(@picie#network_def, @torch_device, @channels_last)",
         "views": {
-            "_target_": "s4mi_monai.transforms.PiCIEViews",
+            "_target_": "$@s4mi_monai.transforms.PiCIEViews",
             "min_scale": "@min_scale",
-            "grayscale_input": "$s4mi_monai.bundle.as_bool(@grayscale_input)",
+            "grayscale_input": "$@s4mi_monai.bundle.as_bool(@grayscale_input)",
             "seed": "@seed",
         },
-        "loss": {"_target_": "s4mi_monai.losses.PiCIELoss", "weighting": "@cluster_weighting"},
+        "loss": {"_target_": "$@s4mi_monai.losses.PiCIELoss", "weighting": "@cluster_weighting"},
         "optimizer": {"_target_": "torch.optim.Adam", "params": "$@picie#network.parameters()", "lr": "@pretrain_lr"},
         "lr_scheduler": {
             "_target_": "torch.optim.lr_scheduler.StepLR",
@@ -85,7 +80,7 @@ def _picie_section() -> dict[str, Any]:
             "gamma": "@pretrain_lr_gamma",
         },
         "clustering": {
-            "_target_": "s4mi_monai.handlers.PiCIEClustering",
+            "_target_": "$@s4mi_monai.handlers.PiCIEClustering",
             "n_clusters": "@n_clusters",
             "init_batches": "@kmeans_init_batches",
             "n_iter": "@kmeans_iterations",
@@ -97,11 +92,11 @@ def _picie_section() -> dict[str, Any]:
             *parts.logging_handlers("$os.path.join(@output_dir, 'pretraining', 'runs')", "picie_loss", "$lambda output: output['loss']"),
         ],
         "history": {
-            "_target_": "s4mi_monai.handlers.EpochHistory",
+            "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": "$os.path.join(@output_dir, 'pretraining')",
             "optimizer": "@picie#optimizer",
         },
-        "random_state": {"_target_": "s4mi_monai.engines.TorchRandomState"},
+        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
         "checkpoint_path": "$os.path.join(@output_dir, 'pretraining_checkpoint.pt')",
         "run_handlers": parts.run_handlers("@picie#history", "@picie#checkpoint_path", "@picie#resume_objects"),
         "resume_objects": {
@@ -113,7 +108,7 @@ def _picie_section() -> dict[str, Any]:
             "random_state": "@picie#random_state",
         },
         "trainer": {
-            "_target_": "s4mi_monai.engines.PiCIETrainer",
+            "_target_": "$@s4mi_monai.engines.PiCIETrainer",
             "device": "@torch_device",
             "max_epochs": "@pretrain_epochs",
             "train_data_loader": "@picie#dataloader",
@@ -122,7 +117,7 @@ def _picie_section() -> dict[str, Any]:
             "loss_function": "@picie#loss",
             "views": "@picie#views",
             "amp": "@use_amp",
-            "channels_last": "$s4mi_monai.bundle.as_bool(@channels_last)",
+            "channels_last": "$@s4mi_monai.bundle.as_bool(@channels_last)",
             "train_handlers": "@picie#handlers",
         },
     }
@@ -131,11 +126,11 @@ def _picie_section() -> dict[str, Any]:
 def segmenter(output: str = "classes") -> dict[str, Any]:
     """The trained PiCIE network with its centroids and matching (buffers of the model) as a segmentation network."""
     return {
-        "_target_": "s4mi_monai.networks.PiCIESegmenter",
-        "network": {"_target_": "s4mi_monai.networks.PiCIENet", "encoder": "@encoder"},
+        "_target_": "$@s4mi_monai.networks.PiCIESegmenter",
+        "network": {"_target_": "$@s4mi_monai.networks.PiCIENet", "encoder": "@encoder"},
         "n_clusters": "@n_clusters",
         "output": output,
-        "grayscale_input": "$s4mi_monai.bundle.as_bool(@grayscale_input)",
+        "grayscale_input": "$@s4mi_monai.bundle.as_bool(@grayscale_input)",
     }
 
 
@@ -178,7 +173,7 @@ def model_info() -> dict[str, Any]:
         "image_size": "@image_size",
         "encoder": "@encoder",
         "n_clusters": "@n_clusters",
-        "grayscale_input": "$s4mi_monai.bundle.as_bool(@grayscale_input)",
+        "grayscale_input": "$@s4mi_monai.bundle.as_bool(@grayscale_input)",
     }
 
 
@@ -205,7 +200,7 @@ def _settings() -> dict[str, Any]:
         "datalist": "$@data['datalist_path']",
         "label_fraction": 0.0,  # no mask is read in training
         **{name: f"@{name}" for name in names},
-        "grayscale_input": "$s4mi_monai.bundle.as_bool(@grayscale_input)",
+        "grayscale_input": "$@s4mi_monai.bundle.as_bool(@grayscale_input)",
         "n_training_images": "$len(@picie#dataset)",
         "device": "$str(@torch_device)",
         "amp": "@use_amp",
@@ -216,7 +211,7 @@ def _pretrain(skip_if_done: bool) -> str:
     """Train PiCIE, then write its encoder (for fine-tuning) and the whole network (for the final clustering)."""
     skip = ", skip_if_done=True" if skip_if_done else ""
     return (
-        "$s4mi_monai.bundle.pretrain(@picie#trainer, @picie#run_handlers, "
+        "$@s4mi_monai.bundle.pretrain(@picie#trainer, @picie#run_handlers, "
         f"[(@picie#network.encoder, @pretrained_backbone), (@picie#network, @picie_network_path)]{skip})"
     )
 
@@ -234,7 +229,7 @@ def _finetune_section(spec: BundleSpec) -> dict[str, Any]:
 def picie_train_config(spec: BundleSpec) -> dict[str, Any]:
     """``train.json`` of a PiCIE bundle."""
     return {
-        **parts.identity(spec, parts.IMPORTS + UNSUPERVISED_IMPORTS),
+        **parts.identity(spec),
         **_knobs(spec),
         **parts.data_and_device(),
         **supervised.transforms(spec),
@@ -243,26 +238,26 @@ def picie_train_config(spec: BundleSpec) -> dict[str, Any]:
         "supervised": _finetune_section(spec),
         "initialize": [
             "$monai.utils.set_determinism(seed=@seed)",
-            "$s4mi_monai.bundle.configure_logging()",
-            "$s4mi_monai.networks.check_segmentation_architecture(@architecture, @image_size)",
+            "$@s4mi_monai.bundle.configure_logging()",
+            "$@s4mi_monai.networks.check_segmentation_architecture(@architecture, @image_size)",
         ],
         "pretrain": [_pretrain(skip_if_done=False)],
         "run": [
             _pretrain(skip_if_done=True),
-            "$s4mi_monai.bundle.with_weights(@picie#network, @picie_network_path)",
-            "$s4mi_monai.bundle.evaluate_clusters(@segmenter, @validate#dataloader, @test#evaluator, @model_path, @metrics_path, "
+            "$@s4mi_monai.bundle.with_weights(@picie#network, @picie_network_path)",
+            "$@s4mi_monai.bundle.evaluate_clusters(@segmenter, @validate#dataloader, @test#evaluator, @model_path, @metrics_path, "
             "@settings, @model_info, @cluster_matching, @kmeans_init_batches, @kmeans_iterations, @seed)",
         ],
         "training": "%run",
         "finetune": [
-            "$s4mi_monai.bundle.refuse_to_replace(@output_dir, 'picie')",
-            f"$s4mi_monai.bundle.load_backbone({FINETUNE.ref('network')}, @pretrained_backbone)",
+            "$@s4mi_monai.bundle.refuse_to_replace(@output_dir, 'picie')",
+            f"$@s4mi_monai.bundle.load_backbone({FINETUNE.ref('network')}, @pretrained_backbone)",
             *supervised.training_steps(FINETUNE),
         ],
         "benchmark": [
-            "$s4mi_monai.engines.benchmark_clustering(@picie#trainer, @picie#clustering)",
-            "$s4mi_monai.engines.benchmark(@picie#trainer, 'picie', @benchmark_steps)",
-            f"$s4mi_monai.engines.benchmark({FINETUNE.ref('train#trainer')}, 'finetune', @benchmark_steps)",
+            "$@s4mi_monai.engines.benchmark_clustering(@picie#trainer, @picie#clustering)",
+            "$@s4mi_monai.engines.benchmark(@picie#trainer, 'picie', @benchmark_steps)",
+            f"$@s4mi_monai.engines.benchmark({FINETUNE.ref('train#trainer')}, 'finetune', @benchmark_steps)",
         ],
     }
 
@@ -279,7 +274,7 @@ def picie_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
     """``evaluate.json``: the saved segmenter on the test split, with the matching saved beside it (no new matching)."""
     knobs = parts.run_knobs(spec)
     return {
-        **parts.identity(spec, parts.IMPORTS + UNSUPERVISED_IMPORTS),
+        **parts.identity(spec),
         **{key: knobs[key] for key in ("datalist", "demo_datalist", "dataset_dir", "seed", "demo", "batch_size", "selection_metric")},
         **{key: knobs[key] for key in ("red_normalization", "num_workers", "device", "amp", "output_dir")},
         **parts.data_and_device(),
@@ -294,8 +289,8 @@ def picie_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
         **parts.evaluation_definitions(spec),
         "test": _evaluation(spec)["test"],
         "settings": {"bundle": "@bundle_name", "datalist": "$@data['datalist_path']", "seed": "@seed", "label_fraction": 0.0},
-        "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$s4mi_monai.bundle.configure_logging()"],
-        "run": ["$s4mi_monai.bundle.report_cluster_metrics(@segmenter, @test#evaluator, @model_path, @metrics_path, @settings, @model_info)"],
+        "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$@s4mi_monai.bundle.configure_logging()"],
+        "run": ["$@s4mi_monai.bundle.report_cluster_metrics(@segmenter, @test#evaluator, @model_path, @metrics_path, @settings, @model_info)"],
         "evaluating": "%run",
     }
 
@@ -303,9 +298,9 @@ def picie_evaluate_config(spec: BundleSpec) -> dict[str, Any]:
 def picie_inference_config(spec: BundleSpec) -> dict[str, Any]:
     """``inference.json``: the cluster map and the matched mask of every new image (the matching comes with the model)."""
     output = supervised.inference_output(spec)
-    *activation_and_inversion, save_mask = output["postprocessing"]["transforms"]
+    *activation_and_inversion, save_mask = output["postprocessing"]["transforms"][: -len(supervised.MASK_FOR_CLIENTS)]
     cluster_map = {
-        "_target_": "s4mi_monai.transforms.SaveClusterMapd",
+        "_target_": "$@s4mi_monai.transforms.SaveClusterMapd",
         "keys": "pred",
         "output_dir": "@output_dir",
         "cluster_to_class": "$@model_info['cluster_to_class']",
@@ -315,19 +310,19 @@ def picie_inference_config(spec: BundleSpec) -> dict[str, Any]:
         step for step in loading["preprocessing"]["transforms"] if step not in parts.normalization()
     ]  # PiCIE sees [0, 1] images, as in training (S4MI)
     return {
-        **parts.identity(spec, parts.IMPORTS + UNSUPERVISED_IMPORTS),
+        **parts.identity(spec),
         **supervised.inference_head(spec, DEMO_MODEL),
         **_from_model_info(),
         "network_def": segmenter(output="clusters"),
         "network": "$@network_def.to(@torch_device)",
         **loading,
         "inferer": output["inferer"],
-        "postprocessing": {"_target_": "Compose", "transforms": [*activation_and_inversion, cluster_map, save_mask]},
+        "postprocessing": {"_target_": "Compose", "transforms": [*activation_and_inversion, cluster_map, save_mask, *supervised.MASK_FOR_CLIENTS]},
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": "@model_path", "load_dict": {"model": "@network"}, "map_location": "@torch_device"},
         ],
         "evaluator": dict(supervised.INFERENCE_EVALUATOR),
-        "initialize": ["$s4mi_monai.bundle.configure_logging()", "$s4mi_monai.bundle.require_model(@model_path)"],
+        "initialize": ["$@s4mi_monai.bundle.configure_logging()", "$@s4mi_monai.bundle.require_model(@model_path)"],
         "run": ["$@evaluator.run()"],
         "inferring": "%run",
     }
