@@ -41,12 +41,12 @@ pytestmark = pytest.mark.skipif(not _has_monailabel(), reason="no MONAI Label en
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Path:
-    """The sample app with a segmentation and a classification bundle, packed and unpacked as a collaborator would."""
+    """The sample app with two segmentation bundles and a classification bundle, packed and unpacked as a collaborator would."""
     root = tmp_path_factory.mktemp("monailabel")
     app_dir = root / "app"
     (app_dir / "model").mkdir(parents=True)
     shutil.copy(SAMPLE / "app" / "main.py", app_dir / "main.py")
-    for name in ("supervised_seg_isic", "supervised_cls_isic"):
+    for name in ("supervised_seg_isic", "supervised_cls_isic", "picie_seg_isic"):
         bundle = REPO / "bundles" / name
         pack_bundle(bundle, root / f"{name}.zip", model_dir=untrained_model(bundle, root / f"{name}_model"))
         assert unpack_bundle(root / f"{name}.zip", app_dir / "model").ok
@@ -64,13 +64,15 @@ def test_bundle_tasks_return_masks_at_the_input_size_and_probabilities(app):
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads(done.stdout.split("RESULTS ", 1)[1])
-    segmentation, classification = results["supervised_seg_isic"], results["supervised_cls_isic"]
-    assert segmentation["type"] == "segmentation" and not segmentation["new_files"]
-    for call in segmentation["calls"]:
-        assert call["shape"] in ([240, 320], [320, 240]), call  # PNG/JPEG read as rows x columns; NIfTI in MONAI's order
-        assert call["dtype"] == "uint8"
-        assert set(call["values"]) <= ({0, 1} if call["file"] != ".jpg" else set(range(8))), call  # JPEG is lossy
-    assert [c["file"] for c in segmentation["calls"]] == [".png", ".png", ".gz", ".jpg"]
+    classification = results["supervised_cls_isic"]
+    for name in ("supervised_seg_isic", "picie_seg_isic"):  # PiCIE: its clusters mapped to classes, without its writers
+        segmentation = results[name]
+        assert segmentation["type"] == "segmentation" and not segmentation["new_files"], name
+        for call in segmentation["calls"]:
+            assert call["shape"] in ([240, 320], [320, 240]), call  # PNG/JPEG read as rows x columns; NIfTI in MONAI's order
+            assert call["dtype"] == "uint8"
+            assert set(call["values"]) <= ({0, 1} if call["file"] != ".jpg" else set(range(8))), call  # JPEG is lossy
+        assert [c["file"] for c in segmentation["calls"]] == [".png", ".png", ".gz", ".jpg"]
     assert classification["type"] == "classification" and not classification["new_files"]
     scores = {p["label"]: p["score"] for p in classification["calls"][0]["prediction"]}
     assert set(scores) == {"nevus", "melanoma", "seborrheic_keratosis"} and sum(scores.values()) == pytest.approx(1, abs=1e-4)

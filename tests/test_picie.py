@@ -330,15 +330,17 @@ def test_final_clustering_and_matching_recover_a_swapped_cluster_order():
         assert torch.equal(segmenter(images).argmax(dim=1, keepdim=True), masks)
 
 
-def test_cluster_map_writer_saves_the_clusters_and_hands_on_the_matched_mask(tmp_path):
+def test_cluster_map_writer_saves_the_clusters_and_the_matching_gives_the_class_mask(tmp_path):
     from monai.data import MetaTensor
     from PIL import Image
 
-    from s4mi_monai.transforms import SaveClusterMapd
+    from s4mi_monai.transforms import ClustersToClassesd, SaveClusterMapd
 
     Image.fromarray(np.zeros((4, 6, 3), dtype=np.uint8)).save(tmp_path / "new.png")
     clusters = MetaTensor(torch.tensor([[0, 1, 2, 2, 1, 0]] * 4).T.unsqueeze(0), meta={"filename_or_obj": str(tmp_path / "new.png")})
-    out = SaveClusterMapd("pred", str(tmp_path / "out"), {"0": 1, "1": 0, "2": -1})({"pred": clusters})["pred"]
+    kept = SaveClusterMapd("pred", str(tmp_path / "out"), num_clusters=3)({"pred": clusters})["pred"]
+    assert torch.equal(kept, clusters)  # the writer only writes; the mapping is its own step
+    out = ClustersToClassesd("pred", {"0": 1, "1": 0, "2": -1})({"pred": kept})["pred"]
     assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"].endswith("new.png")
     assert torch.equal(out.as_tensor(), torch.tensor([[1, 0, 0, 0, 0, 1]] * 4).T.unsqueeze(0))
     saved = np.asarray(Image.open(tmp_path / "out" / "new_clusters.png"))

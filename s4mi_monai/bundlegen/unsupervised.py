@@ -303,8 +303,9 @@ def picie_inference_config(spec: BundleSpec) -> dict[str, Any]:
         "_target_": "$@s4mi_monai.transforms.SaveClusterMapd",
         "keys": "pred",
         "output_dir": "@output_dir",
-        "cluster_to_class": "$@model_info['cluster_to_class']",
+        "num_clusters": "$len(@model_info['cluster_to_class'])",
     }
+    to_classes = {"_target_": "$@s4mi_monai.transforms.ClustersToClassesd", "keys": "pred", "cluster_to_class": "$@model_info['cluster_to_class']"}
     loading = supervised.inference_data(spec)
     loading["preprocessing"]["transforms"] = [
         step for step in loading["preprocessing"]["transforms"] if step not in parts.normalization()
@@ -317,7 +318,7 @@ def picie_inference_config(spec: BundleSpec) -> dict[str, Any]:
         "network": "$@network_def.to(@torch_device)",
         **loading,
         "inferer": output["inferer"],
-        "postprocessing": {"_target_": "Compose", "transforms": [*activation_and_inversion, cluster_map, save_mask, *supervised.MASK_FOR_CLIENTS]},
+        "postprocessing": {"_target_": "Compose", "transforms": [*activation_and_inversion, cluster_map, to_classes, save_mask, *supervised.MASK_FOR_CLIENTS]},
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": "@model_path", "load_dict": {"model": "@network"}, "map_location": "@torch_device"},
         ],

@@ -22,7 +22,7 @@ from s4mi_monai.transforms.io import BinarizeMaskd, mask_reader, rgb_reader, to_
 from s4mi_monai.transforms.multicrop import MultiCropBatch, MultiCropd, RandResizedCrop, multi_crop_views, resized_crop, sample_crop_boxes
 from s4mi_monai.transforms.picie import PiCIEViews, ViewParameters
 from s4mi_monai.transforms.tiling import TileSlide, TileSlided, tile_array, tile_boxes
-from s4mi_monai.transforms.writers import SaveClusterMapd, SaveMaskAndOverlayd, overlay
+from s4mi_monai.transforms.writers import ClustersToClassesd, SaveClusterMapd, SaveMaskAndOverlayd, overlay
 
 __all__ = [
     "NormalizeBatch",
@@ -49,6 +49,7 @@ __all__ = [
     "BinarizeMaskd",
     "RedChannelNormalize",
     "RedChannelNormalized",
+    "ClustersToClassesd",
     "SaveClusterMapd",
     "SaveMaskAndOverlayd",
     "TileSlide",

@@ -62,37 +62,46 @@ class SaveMaskAndOverlayd(MapTransform):
 
 
 class SaveClusterMapd(MapTransform):
-    """Save ``<stem>_clusters.png`` for each predicted cluster map, then turn the map into the matched class map.
+    """Save ``<stem>_clusters.png`` for each predicted cluster map (PiCIE), leaving the map as it is.
 
-    For an unsupervised segmentation (PiCIE): ``cluster_to_class`` is the matching learned at evaluation and saved
-    with the model (``model_info.json``), so no labels are needed here; clusters it leaves unmatched (-1) become
-    background. The PNG holds the cluster numbers spread over 0-255 so they can be told apart by eye. The map must be
-    at the input image's size (``Invertd`` first); follow with :class:`SaveMaskAndOverlayd` for the mask.
+    The PNG holds the cluster numbers spread over 0-255 (``num_clusters`` of them) so they can be told apart
+    by eye. The map must be at the input image's size (``Invertd`` first); :class:`ClustersToClassesd` then
+    turns it into the class map. Kept apart so that clients that save predictions themselves (MONAI Label) can
+    leave the writer out and keep the mapping.
     """
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str,
-        cluster_to_class: Mapping[str | int, int],
-        source_key: str = "image",
-        allow_missing_keys: bool = False,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, output_dir: str, num_clusters: int, source_key: str = "image", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.source_key = source_key
-        table = {int(cluster): max(int(cls), 0) for cluster, cls in cluster_to_class.items()}
-        self.table = torch.tensor([table[k] for k in range(len(table))])
-        self.step = 255 // max(len(table) - 1, 1)
+        self.step = 255 // max(int(num_clusters) - 1, 1)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for key in self.key_iterator(d):
             source = Path(d[key].meta.get("filename_or_obj") or d[self.source_key].meta["filename_or_obj"])
-            clusters = torch.as_tensor(d[key]).long()
-            picture = np.asarray(clusters.detach().cpu()).squeeze(0).T.astype(np.uint8) * self.step
+            picture = np.asarray(torch.as_tensor(d[key]).long().detach().cpu()).squeeze(0).T.astype(np.uint8) * self.step
             _atomic_save(Image.fromarray(picture), self.output_dir / f"{source.stem}_clusters.png")
+        return d
+
+
+class ClustersToClassesd(MapTransform):
+    """Turn a cluster map into the matched class map with ``cluster_to_class`` (PiCIE's matching, saved with the model).
+
+    No labels are needed here: the matching was learned at evaluation. Clusters it leaves unmatched (-1) become
+    background.
+    """
+
+    def __init__(self, keys: KeysCollection, cluster_to_class: Mapping[str | int, int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        table = {int(cluster): max(int(cls), 0) for cluster, cls in cluster_to_class.items()}
+        self.table = torch.tensor([table[k] for k in range(len(table))])
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            clusters = torch.as_tensor(d[key]).long()
             classes = self.table.to(clusters.device)[clusters]
             d[key] = MetaTensor(classes, meta=d[key].meta) if isinstance(d[key], MetaTensor) else classes
         return d

@@ -16,6 +16,7 @@ from scipy import ndimage
 __all__ = ["mask_features", "region_rings"]
 
 Ring = list[tuple[int, int]]
+CROSS = ndimage.generate_binary_structure(2, 1)
 # the boundary edges of a pixel, all walked the same way round it: (neighbour offset (dy, dx), edge start, edge end),
 # the corners as (x, y) offsets from the pixel's top-left corner
 SIDES = (
@@ -50,7 +51,7 @@ def region_rings(region: np.ndarray) -> list[Ring]:
     """
     padded = np.pad(region, 1)
     edges: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-    ys, xs = np.nonzero(padded)
+    ys, xs = np.nonzero(padded & ~ndimage.binary_erosion(padded, CROSS))  # only pixels on the boundary have boundary edges
     for (dy, dx), start, end in SIDES:
         outside = ~padded[ys + dy, xs + dx]
         for y, x in zip(ys[outside] - 1, xs[outside] - 1):
@@ -85,13 +86,14 @@ def mask_features(labels: np.ndarray, class_names: Sequence[str], scale: float =
     """
     features = []
     for value in range(1, len(class_names)):
-        components, count = ndimage.label(labels == value)
-        for index in range(1, count + 1):
-            rings = region_rings(components == index)
+        components, _ = ndimage.label(labels == value)
+        for index, box in enumerate(ndimage.find_objects(components), start=1):  # each region within its bounding box
+            rings = region_rings(components[box] == index)
+            top, left = box[0].start, box[1].start
             polygon = []
             for k, ring in enumerate(rings):  # the outer ring one way round, holes the other
                 oriented = ring if (k == 0) == (_signed_area(ring) > 0) else ring[::-1]
-                polygon.append([[round(x * scale, 3), round(y * scale, 3)] for x, y in oriented])
+                polygon.append([[round((x + left) * scale, 3), round((y + top) * scale, 3)] for x, y in oriented])
             classification = {"name": class_names[value]}
             if colors and value in colors:
                 classification["color"] = list(colors[value])

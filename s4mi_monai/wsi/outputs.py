@@ -102,7 +102,8 @@ def write_overlay(slide: Slide, labels: LabelImage, path: Path, alpha: float = 0
     step = _step(labels.shape, OVERLAY_SIDE)
     small = np.asarray(Image.fromarray(labels.strided(step)).resize(thumbnail.shape[1::-1], Image.Resampling.NEAREST))
     colors = PALETTE[np.minimum(small, len(PALETTE) - 1)]
-    tinted = np.where(small[..., None] > 0, (1 - alpha) * thumbnail + alpha * colors, thumbnail).astype(np.uint8)
+    blend = (1 - alpha) * thumbnail.astype(np.float32) + alpha * colors.astype(np.float32)
+    tinted = np.where(small[..., None] > 0, blend, thumbnail).astype(np.uint8)
     atomic_write(path, lambda stream: Image.fromarray(tinted).save(stream, format="PNG"))
 
 

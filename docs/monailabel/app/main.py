@@ -32,7 +32,8 @@ def bundle_task(folder: Path) -> str:
 
 
 def s4mi_writers(folder: Path) -> list[type]:
-    """Our writer transforms, from the bundle's own code (``scripts/``) or the installed package."""
+    """Our writer transforms (files only; PiCIE's cluster-to-class mapping is a step of its own and stays), from the
+    bundle's own code (``scripts/``) or the installed package."""
     scripts = folder / "scripts"
     if (scripts / "s4mi_monai").is_dir() and str(scripts) not in sys.path:
         sys.path.insert(0, str(scripts))
