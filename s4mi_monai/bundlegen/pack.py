@@ -127,7 +127,8 @@ def pack_bundle(bundle: str | Path, out: str | Path, model_dir: str | Path | Non
     name = bundle.resolve().name
     files = _bundle_files(bundle)
     files.update(runtime_code())
-    models = model_files(Path(model_dir) if model_dir else bundle / "models") if (Path(model_dir) if model_dir else bundle / "models").is_dir() else {}
+    source = Path(model_dir) if model_dir else bundle / "models"
+    models = model_files(source) if source.is_dir() else {}
     if model_dir and not models:
         raise FileNotFoundError(f"{model_dir} holds no trained model (model.pt)")
     weights = sorted(path for path in models if path.endswith(WEIGHT_SUFFIXES))
