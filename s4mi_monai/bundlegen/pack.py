@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import yaml
+
 from s4mi_monai.io import atomic_write
 
 __all__ = ["PackResult", "VerifyResult", "pack_bundle", "unpack_bundle", "verify_bundle"]
@@ -157,20 +159,6 @@ def pack_bundle(bundle: str | Path, out: str | Path, model_dir: str | Path | Non
     return PackResult(out, sorted(contents), weights, weights_dir)
 
 
-def _parse_large_files(text: str) -> list[dict[str, str]]:
-    """The entries of our own ``large_files.yml`` (path, url, hash_val, hash_type), read without a YAML package."""
-    entries: list[dict[str, str]] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("- "):
-            entries.append({})
-            stripped = stripped[2:]
-        if ":" in stripped and entries:
-            key, value = stripped.split(":", 1)
-            entries[-1][key.strip()] = value.strip().strip('"')
-    return entries
-
-
 def verify_bundle(bundle: str | Path) -> VerifyResult:
     """Check a packed bundle folder: every checksum, the weights of ``large_files.yml``, and the metadata's schema."""
     bundle = Path(bundle)
@@ -188,7 +176,7 @@ def verify_bundle(bundle: str | Path) -> VerifyResult:
             result.problems.append(f"{path}: checksum differs from {CHECKSUMS} (changed or damaged)")
         result.checked += 1
     if (bundle / LARGE_FILES).is_file():
-        for entry in _parse_large_files((bundle / LARGE_FILES).read_text()):
+        for entry in yaml.safe_load((bundle / LARGE_FILES).read_text())["large_files"]:
             path = bundle / entry["path"]
             if not path.is_file():
                 result.missing_weights.append(entry["path"])

@@ -190,7 +190,7 @@ def _task(records: Sequence[RunRecord]) -> str:
     return "segmentation" if "iou_pooled" in finished[0].metrics else "classification"
 
 
-def _baseline_row(baseline: str | None, methods: Sequence[str], finished: Sequence[RunRecord]) -> str | None:
+def _report_row(baseline: str | None, methods: Sequence[str], finished: Sequence[RunRecord]) -> str | None:
     if baseline is None:
         return None
     if baseline in methods:
@@ -223,7 +223,7 @@ def build_report(
         metrics=chosen,
         methods=methods,
         fractions=fractions,
-        baseline=_baseline_row(baseline or plan.get("baseline"), methods, finished),
+        baseline=_report_row(baseline or plan.get("baseline"), methods, finished),
         failed=[r for r in records if not r.finished],
         source=str(paths[0]) if plan else ", ".join(map(str, paths)),
     )
@@ -298,8 +298,8 @@ def _verdicts(
 ) -> list[Verdict]:
     """The claim's verdict at each of its fractions where both sides have finished runs."""
     try:
-        method_row = _baseline_row(claim.method, report.methods, finished)
-        versus_row = _baseline_row(claim.versus, report.methods, finished)
+        method_row = _report_row(claim.method, report.methods, finished)
+        versus_row = _report_row(claim.versus, report.methods, finished)
     except ValueError:
         return []  # a side without finished runs yet: the claims table says "no results yet"
     metric = claim.metric or report.metrics[0]
