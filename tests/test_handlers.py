@@ -173,7 +173,7 @@ def without_seconds(history: EpochHistory) -> list[dict]:
     return [{key: value for key, value in record.items() if key != "seconds"} for record in history.history]
 
 
-def train(output_dir: Path, kill_at=None) -> dict:
+def train(output_dir: Path, kill_at=None, min_interval_s: float = 0.0) -> dict:
     """Four epochs as a bundle wires them; ``kill_at`` raises ``Killed`` there. Returns the final objects."""
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -211,7 +211,7 @@ def train(output_dir: Path, kill_at=None) -> dict:
     handlers = [
         *loader,
         history,
-        TrainingCheckpoint(str(checkpoint_path), objects),
+        TrainingCheckpoint(str(checkpoint_path), objects, min_interval_s=min_interval_s),
         LrScheduleHandler(scheduler, print_lr=False),
         ValidationHandler(interval=1, validator=evaluator),
     ]
@@ -258,6 +258,19 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path: Path, kil
     assert all(torch.equal(best_resumed[name], best_reference[name]) for name in best_reference)
     assert not (interrupted_dir / "checkpoint.pt").exists()
     assert not (tmp_path / "reference" / "checkpoint.pt").exists()
+
+
+def test_a_minimum_interval_between_saves_keeps_the_first_epoch_and_resumes_to_the_same_result(tmp_path: Path):
+    reference = train(tmp_path / "reference")
+    interrupted_dir = tmp_path / "interrupted"
+    with pytest.raises(Killed):
+        train(interrupted_dir, kill_at=Events.ITERATION_COMPLETED(once=2 * ITERATIONS_PER_EPOCH + 1), min_interval_s=3600)
+    checkpoint = torch.load(interrupted_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["trainer"]["iteration"] == ITERATIONS_PER_EPOCH  # epoch 2 came too soon after epoch 1 to save
+    resumed = train(interrupted_dir, min_interval_s=3600)
+    assert resumed["epochs_run"] == [2, 3, 4]
+    reference_weights, resumed_weights = reference["network"].state_dict(), resumed["network"].state_dict()
+    assert all(torch.equal(resumed_weights[name], reference_weights[name]) for name in reference_weights)
 
 
 # --- EpochHistory ---------------------------------------------------------------------------------------------------

@@ -67,16 +67,16 @@ def test_grid_expansion_ids_folders_and_commands(tmp_path):
     spec = load_spec(write_spec(tmp_path))
     runs = expand_runs(spec, tmp_path / "out")
     ids = [run.id for run in runs]
-    assert ids == [
-        "cass/pretrain-s0",
-        "cass/pretrain-s1",
+    assert ids == [  # seed by seed, each pretraining just before its fine-tuning runs
         "supervised/f0.1-s0",
-        "supervised/f0.1-s1",
         "supervised/f1.0-s0",
-        "supervised/f1.0-s1",
+        "cass/pretrain-s0",
         "cass/f0.1-s0",
-        "cass/f0.1-s1",
         "cass/f1.0-s0",
+        "supervised/f0.1-s1",
+        "supervised/f1.0-s1",
+        "cass/pretrain-s1",
+        "cass/f0.1-s1",
         "cass/f1.0-s1",
     ]
     assert [run.id for run in expand_runs(load_spec(write_spec(tmp_path)), tmp_path / "out")] == ids  # stable
@@ -109,7 +109,14 @@ def test_methods_can_share_one_pretraining_per_seed(tmp_path):
         {"name": "global_local", "bundle": "contrast_seg_isic", "run_id": "training", "pretrain": {"from": "global"}},
     ]
     runs = expand_runs(load_spec(write_spec(tmp_path, methods=methods, baseline=None, fractions=[0.5])), tmp_path / "out")
-    assert [run.id for run in runs] == ["global/pretrain-s0", "global/pretrain-s1", "global/f0.5-s0", "global/f0.5-s1", "global_local/f0.5-s0", "global_local/f0.5-s1"]
+    assert [run.id for run in runs] == [
+        "global/pretrain-s0",
+        "global/f0.5-s0",
+        "global_local/f0.5-s0",
+        "global/pretrain-s1",
+        "global/f0.5-s1",
+        "global_local/f0.5-s1",
+    ]
     by_id = {run.id: run for run in runs}
     shared = by_id["global_local/f0.5-s1"]
     assert shared.after == "global/pretrain-s1"
@@ -154,7 +161,7 @@ def test_yaml_spec_and_per_method_fractions(tmp_path):
     methods = [{"name": "supervised", "bundle": "supervised_cls_isic", "fractions": [0.5]}, {"name": "dino", "bundle": "dino_isic"}]
     spec = load_spec(write_spec(tmp_path, "spec.yaml", methods=methods, baseline=None))
     runs = expand_runs(spec, tmp_path / "out")
-    assert [run.id for run in runs] == ["supervised/f0.5-s0", "supervised/f0.5-s1", "dino/f0.1-s0", "dino/f0.1-s1", "dino/f1.0-s0", "dino/f1.0-s1"]
+    assert [run.id for run in runs] == ["supervised/f0.5-s0", "dino/f0.1-s0", "dino/f1.0-s0", "supervised/f0.5-s1", "dino/f0.1-s1", "dino/f1.0-s1"]
     assert spec.name == "unit" and spec.baseline is None
 
 
@@ -222,7 +229,7 @@ def test_dry_run_writes_the_plan_and_commands_and_runs_nothing(tmp_path, capsys)
     text = S4MI().study(str(spec), str(tmp_path / "out"), jobs=2, threads=4, dry_run=True)
     assert "10 runs planned" in text
     plan = json.loads((tmp_path / "out" / "study.json").read_text())
-    assert [run["id"] for run in plan["runs"]][0] == "cass/pretrain-s0" and plan["baseline"] == "supervised"
+    assert [run["id"] for run in plan["runs"]][:3] == ["supervised/f0.1-s0", "supervised/f1.0-s0", "cass/pretrain-s0"] and plan["baseline"] == "supervised"
     commands = (tmp_path / "out" / "commands.sh").read_text().splitlines()
     assert sum(line.startswith("OMP_NUM_THREADS=2 ") for line in commands) == 10
     assert "to run: OMP_NUM_THREADS=2" in capsys.readouterr().out

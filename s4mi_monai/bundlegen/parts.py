@@ -122,6 +122,7 @@ def run_knobs(
         "amp": "$torch.cuda.is_available()",
         "output_dir": "$os.path.join(@bundle_root, 'models')",
         "val_interval": 1,
+        "checkpoint_interval_s": 60,  # resume state written at most once a minute: tiny epochs are not slowed by saves
     }
 
 
@@ -414,7 +415,7 @@ def logging_handlers(log_dir: str, tag_name: str, loss_output: str) -> list[dict
 
 def run_handlers(history: str, checkpoint_path: str, resume_objects: str) -> list[Any]:
     """Attached just before a trainer runs: the epoch history, resume from ``checkpoint_path`` when it exists, and
-    the per-epoch checkpoint of ``resume_objects`` (deleted when the run completes)."""
+    the end-of-epoch checkpoint of ``resume_objects`` (deleted when the run completes)."""
     return [
         history,
         {
@@ -424,7 +425,12 @@ def run_handlers(history: str, checkpoint_path: str, resume_objects: str) -> lis
             "load_dict": f"${resume_objects}",
             "map_location": "cpu",
         },
-        {"_target_": "$@s4mi_monai.handlers.TrainingCheckpoint", "save_path": checkpoint_path, "save_dict": f"${resume_objects}"},
+        {
+            "_target_": "$@s4mi_monai.handlers.TrainingCheckpoint",
+            "save_path": checkpoint_path,
+            "save_dict": f"${resume_objects}",
+            "min_interval_s": "@checkpoint_interval_s",
+        },
     ]
 
 

@@ -8,6 +8,7 @@ tensors and Python primitives, readable with ``torch.load(..., weights_only=True
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,12 @@ class BestModelSaver:
 
 
 class TrainingCheckpoint:
-    """Save everything a killed training needs to resume, after every epoch; delete it when training completes.
+    """Save everything a killed training needs to resume, at the end of an epoch; delete it when training completes.
+
+    ``min_interval_s`` > 0 skips the save at an epoch end that comes sooner than that after the last save (the
+    first epoch always saves): with a handful of labeled images an epoch is one step, and writing the network
+    and optimiser state after each would cost as much as training. A kill then loses at most that much work;
+    the resumed run is the same either way, since it restarts from an epoch end.
 
     Attach to the trainer. ``save_dict`` maps names to objects with ``state_dict()``: the trainer itself
     (epoch, iteration), network, optimizer, lr scheduler, :class:`BestModelSaver`, ``EpochHistory``. The
@@ -121,13 +127,15 @@ class TrainingCheckpoint:
     after ``EpochHistory`` (which moves itself once, at ``STARTED``). Rank 0 writes.
     """
 
-    def __init__(self, save_path: str, save_dict: dict[str, Any], delete_on_completion: bool = True) -> None:
+    def __init__(self, save_path: str, save_dict: dict[str, Any], delete_on_completion: bool = True, min_interval_s: float = 0.0) -> None:
         missing = [name for name, obj in save_dict.items() if not hasattr(obj, "state_dict")]
         if missing:
             raise TypeError(f"objects without state_dict() cannot be checkpointed: {missing}")
         self.save_path = save_path
         self.save_dict = save_dict
         self.delete_on_completion = delete_on_completion
+        self.min_interval_s = float(min_interval_s)
+        self._last_save = -math.inf
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._save_after_other_epoch_handlers)
@@ -140,9 +148,13 @@ class TrainingCheckpoint:
 
     def save(self, engine: Engine) -> None:
         """Write ``{name: obj.state_dict()}`` atomically; networks without their ``DataParallel`` wrapper."""
+        now = time.monotonic()
+        if now - self._last_save < self.min_interval_s:
+            return
         if is_main_process():
             state = {name: unwrap_module(obj).state_dict() for name, obj in self.save_dict.items()}
             atomic_torch_save(state, self.save_path)
+        self._last_save = time.monotonic()
 
     def completed(self, engine: Engine) -> None:
         """Training finished: nothing left to resume."""

@@ -161,6 +161,25 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+GITIGNORE = """\
+# Written by `s4mi study`: keep the plan and each run's results under version control, not its weights,
+# checkpoints or logs. A study folder committed this way can be reported anywhere, and `s4mi study` run
+# again in a fresh clone skips every finished run and runs only the rest.
+*
+!*/
+!.gitignore
+!study.json
+!status.json
+!study.log
+!commands.sh
+!metrics.json
+!test_samples.json
+!study_run.json
+!pretrain/**/history.json
+!report/**
+"""
+
+
 def _write_plan(spec: StudySpec, out: Path, runs: Sequence[Run], datalist: str, threads: int) -> None:
     plan = {
         "name": spec.name,
@@ -189,6 +208,8 @@ def _write_plan(spec: StudySpec, out: Path, runs: Sequence[Run], datalist: str, 
     lines = ["#!/usr/bin/env bash", f"# study {spec.name} from {spec.path}: every run's command, in order (a rerun resumes)", "set -e"]
     lines += [f"OMP_NUM_THREADS={threads} {run.command}" for run in runs]
     atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
+    if not (out / ".gitignore").exists():
+        atomic_write_text(out / ".gitignore", GITIGNORE)
 
 
 class _Progress:
@@ -273,6 +294,10 @@ def run_study(
 
 def _execute(result: StudyResult, jobs: int, threads: int, progress: _Progress) -> None:
     by_id = {outcome.run.id: outcome for outcome in result.outcomes}
+    needed_by: dict[str, list[Run]] = {}
+    for outcome in result.outcomes:
+        if outcome.run.after:
+            needed_by.setdefault(outcome.run.after, []).append(outcome.run)
     waiting = list(result.outcomes)
     running: dict[str, tuple[subprocess.Popen, float, RunOutcome]] = {}
     finished = 0
@@ -291,6 +316,9 @@ def _execute(result: StudyResult, jobs: int, threads: int, progress: _Progress) 
                 if run.is_done():
                     waiting.remove(outcome)
                     settle(outcome, "skipped", "finished before")
+                elif run.is_pretraining and run.id in needed_by and all(r.is_done() for r in needed_by[run.id]):
+                    waiting.remove(outcome)
+                    settle(outcome, "skipped", "every run that starts from it has finished")
                 elif dependency is not None and dependency.status in ("failed", "blocked"):
                     waiting.remove(outcome)
                     settle(outcome, "blocked", f"its pretraining {dependency.run.id} did not finish")

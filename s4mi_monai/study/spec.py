@@ -365,26 +365,26 @@ def run_folder(out: str | Path, method: str, seed: int, fraction: float | None) 
 
 
 def expand_runs(spec: StudySpec, out: str | Path, datalist: str | None = None) -> list[Run]:
-    """Every run of the study in a stable order (pretrainings first), with stable ids and folders.
+    """Every run of the study in a stable order, with stable ids and folders.
 
+    Seed by seed, and within a seed method by method, each pretraining just before its fine-tuning runs:
+    a study cut short (a session that ends, a machine that is taken back) then holds whole seeds of every
+    method, which the paired comparisons need, rather than every seed of the first methods only.
     ``datalist`` replaces the spec's (the derived datalist that adds missing fractions).
     """
     datalist = datalist or spec.datalist
     out = Path(_display_path(Path(out)))
     runs = []
-    for method in spec.methods:
-        for seed in spec.seeds:
-            if method.pretrain is None or method.pretrain.source is not None:
-                continue
-            folder = run_folder(out, method.name, seed, None)
-            argv = _bundle_argv(method.pretrain.run_id, method, spec, datalist, seed, str(folder))
-            argv += _flags({**spec.overrides, **method.overrides, **method.pretrain.overrides})
-            runs.append(
-                Run(f"{method.name}/pretrain-s{seed}", method.name, method.bundle, seed, None, str(folder), argv, tuple(method.pretrain.outputs.values()))
-            )
-    for method in spec.methods:
-        for fraction in method.fractions or spec.fractions:
-            for seed in spec.seeds:
+    for seed in spec.seeds:
+        for method in spec.methods:
+            if method.pretrain is not None and method.pretrain.source is None:
+                folder = run_folder(out, method.name, seed, None)
+                argv = _bundle_argv(method.pretrain.run_id, method, spec, datalist, seed, str(folder))
+                argv += _flags({**spec.overrides, **method.overrides, **method.pretrain.overrides})
+                runs.append(
+                    Run(f"{method.name}/pretrain-s{seed}", method.name, method.bundle, seed, None, str(folder), argv, tuple(method.pretrain.outputs.values()))
+                )
+            for fraction in method.fractions or spec.fractions:
                 folder = run_folder(out, method.name, seed, fraction)
                 argv = _bundle_argv(method.run_id, method, spec, datalist, seed, str(folder))
                 argv += ["--label_fraction", format_override(fraction)]
