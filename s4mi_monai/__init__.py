@@ -10,7 +10,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-SUBPACKAGES = ("bundle", "clustering", "data", "engines", "handlers", "io", "losses", "metrics", "networks", "optim", "transforms", "visualize", "wsi")
+SUBPACKAGES = ("bundle", "clustering", "data", "distributed", "engines", "handlers", "io", "losses", "metrics", "networks", "optim", "transforms", "visualize", "wsi")
 
 
 def __getattr__(name: str) -> ModuleType:

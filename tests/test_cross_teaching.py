@@ -148,6 +148,22 @@ def test_two_stream_sampler_all_labeled_and_tiny_fractions():
         TwoStreamBatchSampler(n_labeled=0, n_unlabeled=5)
 
 
+def test_two_stream_sampler_ranks_split_the_single_process_batches():
+    def sampler(batch: tuple[int, int], **ranks) -> TwoStreamBatchSampler:
+        return TwoStreamBatchSampler(n_labeled=13, n_unlabeled=9, labeled_batch_size=batch[0], unlabeled_batch_size=batch[1], seed=3, **ranks)
+
+    single = _epoch(sampler((4, 6)), 2)
+    ranks = [_epoch(sampler((2, 3), num_replicas=2, rank=rank), 2) for rank in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) == 4  # ceil(13 / (2 x 2))
+    for step, (first, second) in enumerate(zip(*ranks)):
+        # each rank: its labeled block, then its unlabeled block; together the single process's batch of twice the size
+        assert first[:2] + second[:2] == single[step][:4] and first[2:] + second[2:] == single[step][4:]
+    labeled = [i for rank in ranks for batch in rank for i in batch[:2]]
+    assert set(labeled) == set(range(13))  # every labeled image once per epoch across the ranks
+    with pytest.raises(ValueError, match="rank 2"):
+        sampler((2, 3), num_replicas=2, rank=2)
+
+
 def test_two_stream_collate():
     labeled = [{"image": torch.full((3, 4, 4), float(i)), "label": torch.zeros(1, 4, 4)} for i in range(2)]
     unlabeled = [{"image": torch.full((3, 4, 4), 9.0)} for _ in range(3)]

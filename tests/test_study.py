@@ -251,3 +251,60 @@ def test_the_documented_demo_spec_expands_to_its_24_runs():
     runs = expand_runs(spec, "results/demo_study")
     assert len(runs) == 24 and sum(run.is_pretraining for run in runs) == 6
     assert spec.baseline == "supervised" and spec.fractions == (0.05, 1.0) and spec.seeds == (0, 1, 2)
+
+
+def test_a_committed_study_resumes_in_a_fresh_clone_without_pretraining_again(tmp_path):
+    """The study folder keeps results, not weights; run again where only results exist, nothing reruns."""
+    spec = write_spec(tmp_path, methods=[{"name": "cass", "bundle": "cass_isic", "pretrain": True}], fractions=[0.1], seeds=[0], baseline=None)
+    out = tmp_path / "study"
+    finetune, pretrain = (out / "runs" / "cass" / "f0.1-s0"), (out / "pretrain" / "cass" / "s0")
+    for folder, files in ((finetune, ["metrics.json", "test_samples.json", "model.pt", "checkpoint.pt"]), (pretrain, ["history.json", "run.log"])):
+        folder.mkdir(parents=True)
+        for name in files:
+            (folder / name).write_text("{}")
+    (pretrain / "pretraining").mkdir()
+    (pretrain / "pretraining" / "history.json").write_text("{}")
+
+    lines: list[str] = []
+    result = run_study(spec, out, echo=lines.append)  # the pretraining's weights are gone, but nothing needs them
+    assert [(o.run.id, o.status, o.reason) for o in result.outcomes] == [
+        ("cass/pretrain-s0", "skipped", "every run that starts from it has finished"),
+        ("cass/f0.1-s0", "skipped", "finished before"),
+    ]
+
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=out, check=True)
+    listed = subprocess.run(["git", "add", "--dry-run", "."], cwd=out, capture_output=True, text=True, check=True).stdout
+    kept = sorted(line.split("'")[1] for line in listed.splitlines())
+    assert kept == [
+        ".gitignore",
+        "commands.sh",
+        "pretrain/cass/s0/history.json",
+        "pretrain/cass/s0/pretraining/history.json",
+        "runs/cass/f0.1-s0/metrics.json",
+        "runs/cass/f0.1-s0/test_samples.json",
+        "status.json",
+        "study.json",
+        "study.log",
+    ]
+
+
+def test_an_override_that_names_no_knob_is_refused_with_the_closest_knobs(tmp_path):
+    methods = [{"name": "supervised", "bundle": "supervised_cls_isic", "overrides": {"max_iteration": 100}}]
+    with pytest.raises(SpecError, match=r"methods\[0\] \(supervised\): overrides name 'max_iteration'.*did you mean max_iterations"):
+        load_spec(write_spec(tmp_path, methods=methods))
+    with pytest.raises(SpecError, match="the spec's overrides name 'imagesize'"):
+        load_spec(write_spec(tmp_path, overrides={"imagesize": 64}))
+    preset = [{"name": "dino", "bundle": "dino_isic", "presets": ["small_data.json"], "overrides": {"n_local_crops": 4}}]
+    assert load_spec(write_spec(tmp_path, methods=preset, baseline=None)).methods[0].overrides == {"n_local_crops": 4}
+
+
+@pytest.mark.parametrize("name", ["classification", "segmentation", "classification_gpu", "segmentation_gpu"])
+def test_the_label_efficiency_specs_expand_with_three_seeds_and_their_claims(tmp_path, name):
+    raw = json.loads((REPO / "docs" / "studies" / f"isic2017_label_efficiency_{name}.json").read_text())
+    fields = {key: value for key, value in raw.items() if key != "name"}  # write_spec's name is the file's
+    spec = load_spec(write_spec(tmp_path, **{**fields, "datalist": DEMO_DATALIST}))  # the real datalist is made from ../shared
+    runs = expand_runs(spec, "results/study")
+    assert spec.seeds == (0, 1, 2) and spec.claims and {run.seed for run in runs} == {0, 1, 2}
+    assert any("Paper claim" in claim.name for claim in spec.claims)

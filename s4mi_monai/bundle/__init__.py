@@ -17,6 +17,7 @@ import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
 from s4mi_monai.data.datalist import load_datalist
+from s4mi_monai.distributed import is_main_process, unwrap
 from s4mi_monai.io import write_json
 from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE, write_samples
 
@@ -124,9 +125,12 @@ def segmentation_items(datalist: Mapping, split: str, label_fraction: float | No
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Show the package's epoch lines even when a bundle runs without its logging.conf."""
+    """Show the package's epoch lines even when a bundle runs without its logging.conf; under torchrun only rank 0's
+    (the other ranks keep their warnings and errors)."""
+    from s4mi_monai.distributed import launch_rank
+
     package_logger = logging.getLogger("s4mi_monai")
-    package_logger.setLevel(level)
+    package_logger.setLevel(level if launch_rank() == 0 else max(level, logging.WARNING))
     if not logging.getLogger().handlers and not package_logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
@@ -137,7 +141,9 @@ MODEL_INFO = "model_info.json"
 
 
 def write_model_info(output_dir: str, info: Mapping[str, Any]) -> None:
-    """Store what inference needs to rebuild the network (classes, sizes) beside the weights."""
+    """Store what inference needs to rebuild the network (classes, sizes) beside the weights (rank 0 under torchrun)."""
+    if not is_main_process():
+        return
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(output_dir) / MODEL_INFO, dict(info))
 
@@ -187,10 +193,13 @@ def report_test_metrics(
 ) -> dict:
     """Score the selected model (``model_path``) on the test split and write ``metrics.json``.
 
-    ``extra_test``: a method's own test scores (PiCIE's all-class scores), written beside the shared evaluator's."""
+    ``extra_test``: a method's own test scores (PiCIE's all-class scores), written beside the shared evaluator's.
+    Under torchrun rank 0 scores the whole test split and the other ranks return ``{}``."""
+    if not is_main_process():
+        return {}
     require_model(model_path)
     device = next(network.parameters()).device
-    network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+    unwrap(network).load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     evaluator.run()
     test = {**evaluator.state.s4mi_metrics["test_metric"], **(extra_test or {})}
     write_test_samples(evaluator, Path(metrics_path).with_name(SAMPLES_FILE))
@@ -239,20 +248,23 @@ def with_weights(module: torch.nn.Module, weights: str | None) -> torch.nn.Modul
 
 
 def save_backbone(backbone: torch.nn.Module, path: str) -> None:
-    """Write a network's (a pretrained backbone's) state dict atomically, on the CPU."""
-    from s4mi_monai.handlers.checkpoint import unwrap_module
+    """Write a network's (a pretrained backbone's) state dict atomically, on the CPU (rank 0 under torchrun)."""
     from s4mi_monai.io import atomic_torch_save
 
+    if not is_main_process():
+        return
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().cpu() for key, value in unwrap_module(backbone).state_dict().items()}
+    state = {key: value.detach().cpu() for key, value in unwrap(backbone).state_dict().items()}
     atomic_torch_save(state, path)
-    logger.info("%s written to %s", type(unwrap_module(backbone)).__name__, path)
+    logger.info("%s written to %s", type(unwrap(backbone)).__name__, path)
 
 
 def load_backbone(network: torch.nn.Module, path: str) -> None:
     """Initialise a network's encoder (a classifier's ``backbone``, a U-Net's ``encoder``) from a pretraining output."""
     from s4mi_monai.networks import load_pretrained
 
+    network = unwrap(network)
     report = load_pretrained(network.backbone if hasattr(network, "backbone") else network.encoder, path)
     logger.info("fine-tuning starts from %s: %s", path, report)
 
@@ -414,6 +426,8 @@ def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str])
     files are in ``<output_dir>/<branch>/``. Inference and evaluation use ``<output_dir>/model.pt``, the
     ``report_branch`` (default the CNN: the paper's tables report both, Luo et al. report the CNN).
     """
+    if not is_main_process():
+        return
     import json
     import shutil
 

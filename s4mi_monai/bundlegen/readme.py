@@ -6,6 +6,7 @@ produced them; regeneration keeps it.
 
 from __future__ import annotations
 
+from s4mi_monai.bundlegen import multi_gpu
 from s4mi_monai.bundlegen.registry import BundleSpec
 
 RESULTS_START = "<!-- results: kept when the README is regenerated -->"
@@ -400,6 +401,24 @@ def _slides_command(spec: BundleSpec, root: str) -> str:
     )
 
 
+def _several_gpus(spec: BundleSpec, root: str, datalist: str) -> str:
+    """How to train on several GPUs, or that this bundle does not yet."""
+    if spec.method not in multi_gpu.BUILDERS:
+        return (
+            "Not yet: this bundle trains on one GPU (or the CPU). Its method shares state across the batch that is not yet "
+            "shared across ranks; see [docs/distributed.md](../../../docs/distributed.md)."
+        )
+    return f"""```bash
+torchrun --standalone --nproc_per_node 4 -m monai.bundle run training \\
+    --config_file "['{root}/configs/train.json','{root}/configs/multi_gpu_train.json']" --datalist {datalist}
+```
+
+`configs/multi_gpu_train.json` (the model-zoo overlay) runs the same training with `DistributedDataParallel`
+(NCCL on GPUs, gloo on CPUs): batch sizes are per GPU, rank 0 validates and writes every file, and a killed
+run resumes from the same command. Several machines, SLURM, `sync_batchnorm` and what equals a one-GPU run:
+[docs/distributed.md](../../../docs/distributed.md)."""
+
+
 def readme(spec: BundleSpec, existing: str = "") -> str:
     """The README text for ``spec``, keeping the measured results of ``existing``."""
     name = spec.name
@@ -550,6 +569,10 @@ python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/
 Overrides: `--datalist FILE`, `--dataset_dir DIR`, `--label_fraction F`, `--seed N`, `--max_epochs N`,
 `--image_size N`, `--batch_size N`, `--device cpu|cuda`, `--amp true|false`, `--output_dir DIR`{_common_overrides(spec)}.{_ssl_overrides(spec)}
 {_max_iterations(spec)}
+
+## Several GPUs
+
+{_several_gpus(spec, root, datalist)}
 
 ## Outputs
 

@@ -377,7 +377,7 @@ def ssl_train_config(spec: BundleSpec) -> dict[str, Any]:
         config["validate"] = parts.evaluation_data(spec, "validation", "@validate")
         config["test"] = parts.evaluation_data(spec, "test", "@test")
         config.update({f"finetune_{branch}": finetune_section(spec, branch) for branch in CASS_BRANCHES})
-        backbones = ", ".join(f"(@ssl#{branch}.backbone, @pretrained_{branch}_backbone)" for branch in CASS_BRANCHES)
+        backbones = ", ".join(f"(@s4mi_monai.distributed.unwrap(@ssl#{branch}).backbone, @pretrained_{branch}_backbone)" for branch in CASS_BRANCHES)
         finetune = [
             *[step for branch in CASS_BRANCHES for step in finetune_steps(Scope(f"finetune_{branch}"))],
             f"$@s4mi_monai.bundle.publish_branch(@output_dir, @report_branch, {list(CASS_BRANCHES)})",

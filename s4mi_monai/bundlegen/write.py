@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from s4mi_monai.bundlegen import contrastive, crossteach, self_supervised, supervised, unsupervised
+from s4mi_monai.bundlegen import contrastive, crossteach, multi_gpu, self_supervised, supervised, unsupervised
 from s4mi_monai.bundlegen.metadata import LOGGING_CONF, metadata
 from s4mi_monai.bundlegen.parts import REPO_ROOT
 from s4mi_monai.bundlegen.readme import readme
@@ -90,6 +90,8 @@ def bundle_files(spec: BundleSpec) -> dict[str, str]:
     files["configs/metadata.json"] = _json(metadata(spec))
     files["configs/logging.conf"] = LOGGING_CONF
     files.update({f"configs/{name}": _json(preset) for name, preset in PRESETS.get(spec.method, {}).items()})
+    if spec.method in multi_gpu.BUILDERS:
+        files["configs/multi_gpu_train.json"] = _json(multi_gpu.BUILDERS[spec.method](spec))
     return files
 
 

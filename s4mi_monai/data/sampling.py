@@ -11,6 +11,11 @@ permutations. Unlike SSL4MIS (which hangs when nothing is unlabeled, hence S4MI'
 work: with no unlabeled image every batch holds ``labeled_batch_size + unlabeled_batch_size`` labeled
 images. Draws depend only on ``(seed, epoch)`` (:meth:`TwoStreamBatchSampler.set_epoch`), so a resumed run
 sees the same batches as an uninterrupted one.
+
+Under torchrun each of the ``num_replicas`` ranks takes its share of one global batch: the global batches
+are those of one process with ``num_replicas`` times the batch sizes, and rank ``r`` takes the ``r``-th
+block of its labeled and of its unlabeled part. The union over ranks of every step is then the single
+process's batch of that size, and every labeled image is still shown once per epoch across the ranks.
 """
 
 from __future__ import annotations
@@ -23,13 +28,26 @@ import numpy as np
 import torch
 from monai.data import list_data_collate
 
+from s4mi_monai import distributed
+
 __all__ = ["TwoStreamBatchSampler", "two_stream_collate"]
 
 
 class TwoStreamBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Index batches of ``labeled_batch_size`` labeled then ``unlabeled_batch_size`` unlabeled items (see module docstring)."""
 
-    def __init__(self, n_labeled: int, n_unlabeled: int, labeled_batch_size: int = 8, unlabeled_batch_size: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self,
+        n_labeled: int,
+        n_unlabeled: int,
+        labeled_batch_size: int = 8,
+        unlabeled_batch_size: int = 8,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        """``labeled_batch_size`` and ``unlabeled_batch_size`` are per rank; ``num_replicas`` and ``rank`` default to
+        the process group's (1 and 0 outside torchrun)."""
         if n_labeled < 1:
             raise ValueError(
                 "semi-supervised training needs at least one labeled image; the label fraction selected none "
@@ -46,6 +64,10 @@ class TwoStreamBatchSampler(torch.utils.data.Sampler[list[int]]):
             self.labeled_batch_size, self.unlabeled_batch_size = labeled_batch_size + unlabeled_batch_size, 0
         else:
             self.labeled_batch_size, self.unlabeled_batch_size = labeled_batch_size, unlabeled_batch_size
+        self.num_replicas = distributed.world_size() if num_replicas is None else int(num_replicas)
+        self.rank = distributed.rank() if rank is None else int(rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
         self.seed = seed
         self.epoch = 0
 
@@ -54,7 +76,7 @@ class TwoStreamBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return math.ceil(self.n_labeled / self.labeled_batch_size)
+        return math.ceil(self.n_labeled / (self.labeled_batch_size * self.num_replicas))
 
     def _stream(self, rng: np.random.Generator, n_items: int, n_needed: int, offset: int) -> np.ndarray:
         """Concatenated permutations of ``n_items`` indices, cut to ``n_needed``, shifted by ``offset``."""
@@ -64,15 +86,19 @@ class TwoStreamBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         n_batches = len(self)
-        labeled = self._stream(rng, self.n_labeled, n_batches * self.labeled_batch_size, 0)
-        labeled = labeled.reshape(n_batches, self.labeled_batch_size)
+        labeled = self._global_blocks(rng, self.n_labeled, self.labeled_batch_size, n_batches, 0)
         if self.unlabeled_batch_size:
-            unlabeled = self._stream(rng, self.n_unlabeled, n_batches * self.unlabeled_batch_size, self.n_labeled)
-            unlabeled = unlabeled.reshape(n_batches, self.unlabeled_batch_size)
+            unlabeled = self._global_blocks(rng, self.n_unlabeled, self.unlabeled_batch_size, n_batches, self.n_labeled)
         else:
             unlabeled = np.zeros((n_batches, 0), dtype=np.int64)
         for labeled_part, unlabeled_part in zip(labeled, unlabeled, strict=True):
             yield [int(i) for i in labeled_part] + [int(i) for i in unlabeled_part]
+
+    def _global_blocks(self, rng: np.random.Generator, n_items: int, batch_size: int, n_batches: int, offset: int) -> np.ndarray:
+        """This rank's block of every global batch of ``batch_size x num_replicas`` indices: (n_batches, batch_size)."""
+        global_size = batch_size * self.num_replicas
+        batches = self._stream(rng, n_items, n_batches * global_size, offset).reshape(n_batches, global_size)
+        return batches[:, self.rank * batch_size : (self.rank + 1) * batch_size]
 
 
 def two_stream_collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from s4mi_monai.distributed import agree, is_main_process, unwrap
 from s4mi_monai.io import atomic_torch_save
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -23,19 +24,6 @@ if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a distributed run, or the only process: the one that writes files."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return not distributed or torch.distributed.get_rank() == 0
-
-
-def unwrap_module(obj: Any) -> Any:
-    """The network inside ``DataParallel``/``DistributedDataParallel`` (keys without ``module.``), else ``obj``."""
-    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        return obj.module
-    return obj
 
 
 class BestModelSaver:
@@ -82,7 +70,7 @@ class BestModelSaver:
         if not self._improves(value):
             return
         if is_main_process():
-            weights = {name: tensor.detach().cpu() for name, tensor in unwrap_module(self.network).state_dict().items()}
+            weights = {name: tensor.detach().cpu() for name, tensor in unwrap(self.network).state_dict().items()}
             atomic_torch_save(weights, self.save_path)
         self._best_metric, self._best_epoch = value, int(engine.state.epoch)
 
@@ -148,11 +136,10 @@ class TrainingCheckpoint:
 
     def save(self, engine: Engine) -> None:
         """Write ``{name: obj.state_dict()}`` atomically; networks without their ``DataParallel`` wrapper."""
-        now = time.monotonic()
-        if now - self._last_save < self.min_interval_s:
+        if not agree(time.monotonic() - self._last_save >= self.min_interval_s):  # rank 0's clock decides for all
             return
+        state = {name: unwrap(obj).state_dict() for name, obj in self.save_dict.items()}  # every rank: some gather
         if is_main_process():
-            state = {name: unwrap_module(obj).state_dict() for name, obj in self.save_dict.items()}
             atomic_torch_save(state, self.save_path)
         self._last_save = time.monotonic()
 

@@ -14,7 +14,8 @@ import torch
 from matplotlib.figure import Figure
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
-from s4mi_monai.handlers.checkpoint import BestModelSaver, is_main_process
+from s4mi_monai.distributed import is_main_process, mean_over_ranks
+from s4mi_monai.handlers.checkpoint import BestModelSaver
 from s4mi_monai.io import atomic_write, write_json
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -112,7 +113,7 @@ class EpochHistory:
     def _record_iteration(self, engine: Engine) -> None:
         loss = _iteration_loss(engine.state.output)
         if loss is not None:
-            self._losses.append(loss)
+            self._losses.append(mean_over_ranks(loss))  # the loss of the global batch under torchrun
         if self.optimizer is not None:
             self._lr = float(self.optimizer.param_groups[0]["lr"])
 

@@ -19,7 +19,7 @@ from monai.utils import (
     string_list_all_gather,
 )
 
-from s4mi_monai.handlers.checkpoint import is_main_process
+from s4mi_monai.distributed import is_main_process
 from s4mi_monai.io import atomic_write
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")

@@ -17,7 +17,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from s4mi_monai.handlers.checkpoint import unwrap_module
+from s4mi_monai.distributed import unwrap
 from s4mi_monai.handlers.schedules import as_schedule, check_schedule_covers_run, value_at_iteration
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -56,8 +56,8 @@ class EMATeacher:
         copy_buffers: bool = True,
         initialize_from_student: bool = True,
     ) -> None:
-        self.student = unwrap_module(student)
-        self.teacher = unwrap_module(teacher)
+        self.student = unwrap(student)
+        self.teacher = unwrap(teacher)
         self.momentum: float | np.ndarray = float(momentum) if isinstance(momentum, (int, float)) else as_schedule(momentum)
         self.copy_buffers = copy_buffers
         self.parameter_pairs = self._pair_by_name(self.teacher.named_parameters(), self.student.named_parameters())
@@ -111,7 +111,7 @@ class FreezeLastLayer:
     def __init__(self, module: nn.Module, epochs: int = 1, layer_name: str = "last_layer") -> None:
         self.epochs = epochs
         self.last_layer_parameters = [
-            parameter for name, parameter in unwrap_module(module).named_parameters() if layer_name in name.split(".")
+            parameter for name, parameter in unwrap(module).named_parameters() if layer_name in name.split(".")
         ]
         if not self.last_layer_parameters:
             raise ValueError(f"no parameter of the module has {layer_name!r} in its name")

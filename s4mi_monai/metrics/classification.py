@@ -45,9 +45,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, optional_import
+from monai.utils import IgniteInfo, min_version, optional_import
 from scipy.stats import rankdata
 
+from s4mi_monai.distributed import is_main_process
 from s4mi_monai.io import write_json
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric", as_type="base")
@@ -55,7 +56,6 @@ reinit__is_reduced, _ = optional_import(
     "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced", as_type="decorator"
 )
 NotComputableError, _ = optional_import("ignite.exceptions", IgniteInfo.OPT_IMPORT_VERSION, min_version, "NotComputableError")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 REFERENCE_THRESHOLD = 0.5
 """The reference notebooks' fixed decision threshold: sigmoid(logit) > 0.5."""
@@ -369,11 +369,6 @@ def batch_items(batch: Any) -> list[np.ndarray]:
     return list(to_numpy(batch))
 
 
-def gather_rows(rows: np.ndarray) -> np.ndarray:
-    """Concatenate ``rows`` of all distributed ranks along the first axis (a no-op in one process)."""
-    return evenly_divisible_all_gather(torch.as_tensor(rows), concat=True).cpu().numpy()
-
-
 class EvaluatorMetric(Metric):
     """An ignite ``Metric`` whose ``compute`` returns one scalar of a full metrics dict.
 
@@ -424,7 +419,7 @@ class EvaluatorMetric(Metric):
             for key, value in self.last_result.items():
                 if isinstance(value, (int, float)):
                     engine.state.metrics[f"{self.scalars_prefix}{key}"] = value
-        if self.save_path is not None and idist.get_rank() == 0:
+        if self.save_path is not None and is_main_process():
             write_json(self.save_path, self.last_result)
 
 
@@ -436,8 +431,7 @@ class ClassificationMetric(EvaluatorMetric):
     per-sample items or batch-first tensors. ``pred`` must already be probabilities (postprocess with
     ``Activationsd(softmax=True)`` or ``sigmoid=True``). Multi-class labels may be class indices
     (shape (), (1,)) or one-hot vectors (C,); multi-label labels are multi-hot (C,).
-    Distributed runs gather all ranks' samples before computing (samples a ``DistributedSampler``
-    pads with are counted twice, as in MONAI's metrics).
+    It scores what its evaluator sees: under torchrun rank 0 evaluates the whole split (:mod:`s4mi_monai.distributed`).
     """
 
     def __init__(
@@ -495,7 +489,7 @@ class ClassificationMetric(EvaluatorMetric):
         if not self._probabilities:
             raise NotComputableError("ClassificationMetric needs at least one update before compute")
         options = {"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold, "challenge": self.challenge}
-        probabilities = gather_rows(np.concatenate(self._probabilities))
-        targets = gather_rows(np.concatenate(self._targets))
+        probabilities = np.concatenate(self._probabilities)
+        targets = np.concatenate(self._targets)
         self.last_samples = {"task": "classification", "options": options, "probabilities": probabilities, "targets": targets}
         return classification_metrics(probabilities, targets, **options)

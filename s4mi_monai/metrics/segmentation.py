@@ -54,7 +54,6 @@ from s4mi_monai.metrics.classification import (
     EvaluatorMetric,
     NotComputableError,
     batch_items,
-    gather_rows,
     ratio_or_nan,
     reinit__is_reduced,
     to_numpy,
@@ -231,7 +230,7 @@ class SegmentationMetric(EvaluatorMetric):
     def _compute_all(self) -> dict[str, Any]:
         if not self._counts:
             raise NotComputableError("SegmentationMetric needs at least one update before compute")
-        counts = gather_rows(np.stack(self._counts))
+        counts = np.stack(self._counts)
         self.last_samples = {"task": "segmentation", "options": {"empty_policy": self.empty_policy}, "counts": counts}
         return metrics_from_counts(counts, self.empty_policy)
 

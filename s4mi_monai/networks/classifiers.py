@@ -117,6 +117,8 @@ class ViTBackbone(ViT):
             qkv_bias=True,
         )
         self.classification_head = nn.Identity()
+        for block in self.blocks:  # MONAI builds a cross-attention norm that self-attention blocks never use:
+            block.norm_cross_attn.requires_grad_(False)  # frozen, DistributedDataParallel does not wait for its gradient
         self.embed_dim = hidden_size
         self.patch_size = patch_size
         self.build_grid = (image_size // patch_size, image_size // patch_size)

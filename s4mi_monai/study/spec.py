@@ -17,6 +17,7 @@ own that the fine-tuning runs wait for.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -33,7 +34,7 @@ __all__ = ["Method", "Run", "StudySpec", "SpecError", "expand_runs", "format_ove
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PRETRAINED_OUTPUT = re.compile(r"^\$os\.path\.join\(@output_dir, '([^']+)'\)$")
-BUNDLE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "metadata.json")
+BUNDLE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "metadata.json", "multi_gpu_train.json")
 """A bundle's own config files; any other ``configs/*.json`` is a preset to lay over ``train.json``."""
 SET_BY_STUDY = ("datalist", "dataset_dir", "label_fraction", "seed", "output_dir")
 SPEC_KEYS = {"name", "datalist", "dataset_dir", "fractions", "seeds", "overrides", "baseline", "metrics", "methods", "claims"}
@@ -201,6 +202,23 @@ def _check_fractions(values: Any, where: str) -> tuple[float, ...]:
     return tuple(sorted(fractions))
 
 
+def _check_knobs(method: Method, spec_overrides: Mapping[str, Any], where: str) -> None:
+    """Refuse overrides that name no knob of the method's bundle: the bundle command line would add them as new,
+    unused config items and the run would go ahead with the default."""
+    config_file = Path(method.config_file)
+    knobs = set(json.loads(config_file.read_text()))
+    for preset in method.presets:
+        knobs |= set(json.loads(Path(preset).read_text()))
+    pretrain_overrides = method.pretrain.overrides if method.pretrain is not None else {}
+    for source, overrides in (("the spec's overrides", spec_overrides), ("overrides", method.overrides), ("pretrain.overrides", pretrain_overrides)):
+        for key in overrides:
+            knob = key.split("#")[0]
+            if knob not in knobs:
+                close = difflib.get_close_matches(knob, sorted(knobs), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise SpecError(f"{where}: {source} name {key!r}, which {method.bundle} has no knob for{hint}")
+
+
 def _unknown(keys: Any, allowed: set[str], where: str) -> None:
     extra = sorted(set(keys) - allowed)
     if extra:
@@ -319,6 +337,9 @@ def load_spec(path: str | Path) -> StudySpec:
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise SpecError(f"{path}: method names {names} repeat a name")
+    spec_overrides = _check_overrides(raw.get("overrides"), f"{path}: overrides")
+    for index, method in enumerate(methods):
+        _check_knobs(method, spec_overrides, f"{path}: methods[{index}] ({method.name})")
     methods = [_share_pretraining(method, methods, f"{path}: methods[{index}].pretrain.from") for index, method in enumerate(methods)]
     baseline = raw.get("baseline")
     if baseline is not None and str(baseline).split("/")[0] not in names:
