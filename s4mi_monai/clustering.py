@@ -15,6 +15,11 @@ not available here, so this module does the same in torch (methods.md section 8)
 All arithmetic is float32 whatever the features' dtype (bf16 features under autocast are upcast), and every
 random draw comes from a CPU ``torch.Generator``, so a seed fixes the result on any device.
 
+Under torchrun, :class:`MiniBatchKMeans` with ``across_ranks`` clusters the union of every rank's batches: the
+initial points are gathered from all ranks and clustered alike on each, and every online step adds up the
+ranks' per-cluster sums and counts, so that all ranks hold the same centroids, equal to one process clustering
+batches ``world size`` times as large.
+
 Empty clusters: Lloyd gives a cluster that lost all its points the points farthest from their own centroids
 (scikit-learn's rule), so all ``K`` clusters stay in use; an online batch leaves the centroids it does not
 reach unchanged.
@@ -25,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from s4mi_monai import distributed
 
 __all__ = [
     "INIT_METHODS",
@@ -149,7 +156,8 @@ class MiniBatchKMeans:
     Call :meth:`partial_fit` with the (N, D) features of every batch, then read :attr:`centroids` and
     :attr:`counts` (``N_k``: the points each centroid absorbed, the initial ones included). A stream shorter
     than ``init_batches`` is clustered when :meth:`finish` is called. ``generator`` (CPU) seeds the
-    initialisation.
+    initialisation. ``across_ranks``: every rank of a torchrun run calls it on its own share of the stream, and
+    all hold the same result (module docstring); a no-op outside a distributed run.
     """
 
     def __init__(
@@ -159,6 +167,7 @@ class MiniBatchKMeans:
         n_iter: int = 20,
         init: str = "k-means++",
         generator: torch.Generator | None = None,
+        across_ranks: bool = False,
     ) -> None:
         if n_clusters < 1 or init_batches < 1:
             raise ValueError(f"n_clusters and init_batches must be positive, got {n_clusters} and {init_batches}")
@@ -169,6 +178,7 @@ class MiniBatchKMeans:
         self.n_iter = n_iter
         self.init = init
         self.generator = generator
+        self.across_ranks = across_ranks
         self.centroids: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
         self.total_squared_distance = 0.0
@@ -189,11 +199,13 @@ class MiniBatchKMeans:
             return
         labels, distances = assign_to_centroids(points, self.centroids)
         sums, counts = _means_of_clusters(points, labels, self.n_clusters)
+        if self.across_ranks:
+            sums, counts = distributed.sum_over_ranks(sums), distributed.sum_over_ranks(counts)
         self.counts += counts
         rates = torch.where(counts > 0, counts / self.counts.clamp(min=1), torch.zeros_like(counts))
         batch_means = sums / counts.clamp(min=1)[:, None]
         self.centroids = (1 - rates[:, None]) * self.centroids + rates[:, None] * batch_means
-        self._add_distances(distances)
+        self._add_distances(distances, local=True)
 
     def finish(self) -> MiniBatchKMeans:
         """Initialise from the buffered batches if the stream was shorter than ``init_batches``."""
@@ -210,12 +222,18 @@ class MiniBatchKMeans:
 
     def _initialise(self) -> None:
         points = torch.cat(self._pending)
+        if self.across_ranks:
+            points = distributed.gather_rows(points)
         self._pending = []
         result = lloyd_kmeans(points, self.n_clusters, self.n_iter, self.init, self.generator)
         self.centroids = result.centroids
         self.counts = torch.bincount(result.labels, minlength=self.n_clusters).to(torch.float32)
-        self._add_distances(squared_distances(points, result.centroids).gather(1, result.labels[:, None]))
+        self._add_distances(squared_distances(points, result.centroids).gather(1, result.labels[:, None]), local=False)
 
-    def _add_distances(self, distances: torch.Tensor) -> None:
-        self.total_squared_distance += float(distances.sum())
-        self.n_points += int(distances.numel())
+    def _add_distances(self, distances: torch.Tensor, local: bool) -> None:
+        """Count ``distances``: this rank's points only (``local``, summed over ranks with ``across_ranks``) or all."""
+        total = torch.stack([distances.sum().double(), torch.tensor(float(distances.numel()), dtype=torch.float64, device=distances.device)])
+        if self.across_ranks and local:
+            total = distributed.sum_over_ranks(total)
+        self.total_squared_distance += float(total[0])
+        self.n_points += int(total[1])

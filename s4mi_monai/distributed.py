@@ -32,7 +32,11 @@ import torch
 __all__ = [
     "GradientAverage",
     "agree",
+    "all_ranks",
+    "barrier",
     "gather_objects",
+    "gather_rows",
+    "gather_with_gradients",
     "initialize",
     "launch_rank",
     "launch_world_size",
@@ -156,6 +160,40 @@ def gather_objects(value: Any) -> list[Any]:
     return values
 
 
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``rows`` (N_r, ...) concatenated in rank order (``rows`` in one process); the N_r may differ."""
+    if not is_distributed():
+        return rows
+    device = rows.device
+    if torch.distributed.get_backend() == "nccl" and device.type != "cuda":
+        rows = rows.cuda()
+    sizes = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world_size())]
+    torch.distributed.all_gather(sizes, torch.tensor([rows.shape[0]], device=rows.device))
+    largest = int(max(size.item() for size in sizes))
+    padded = torch.zeros((largest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in range(world_size())]
+    torch.distributed.all_gather(gathered, padded)
+    return torch.cat([part[: int(size.item())] for part, size in zip(gathered, sizes)]).to(device)
+
+
+def gather_with_gradients(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``rows`` (same shape on all) concatenated in rank order, differentiable: the gradient of each
+    rank's copy of a loss flows back to the rank whose rows they are (summed over ranks). ``rows`` in one process."""
+    if not is_distributed():
+        return rows
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(rows.contiguous()))
+
+
+def all_ranks(flag: bool) -> bool:
+    """``flag`` holds on every rank (``flag`` itself in one process); every rank must call it."""
+    if not is_distributed():
+        return flag
+    return int(sum_over_ranks(torch.tensor([int(not flag)])).item()) == 0
+
+
 def agree(decision: bool) -> bool:
     """Rank 0's ``decision`` on every rank (``decision`` in one process), for choices made from a clock."""
     if not is_distributed():
@@ -173,11 +211,13 @@ def mean_over_ranks(value: float) -> float:
 
 
 class GradientAverage:
-    """Average the gradients of ``module``'s parameters over ranks after each backward pass; attach to a trainer.
+    """Average the gradients of ``module``'s parameters over ranks after each backward pass; attach to a trainer
+    (or call it after ``backward``).
 
-    For trained parts that are called outside a ``DistributedDataParallel`` forward (CASS's predictors): one
-    all-reduce of their flattened gradients per step, a parameter without a gradient counting as zero. A no-op
-    outside a distributed run or for a module without parameters.
+    For trained parts that ``DistributedDataParallel`` does not see (CASS's predictors, the contrastive stages,
+    which call a network's methods other than ``forward``): one all-reduce of the flattened gradients per step.
+    A parameter with a gradient on some ranks only counts as zero on the others; one with a gradient on no rank
+    keeps none, so the optimizer leaves it alone as in one process. A no-op outside a distributed run.
     """
 
     def __init__(self, module: torch.nn.Module) -> None:
@@ -191,13 +231,25 @@ class GradientAverage:
     def __call__(self, engine: Any = None) -> None:
         if not self.parameters or not is_distributed():
             return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters]
-        flat = sum_over_ranks(torch.cat([grad.reshape(-1) for grad in grads])) / world_size()
+        device = self.parameters[0].device
+        has_grad = torch.tensor([float(p.grad is not None) for p in self.parameters], device=device)
+        anywhere = sum_over_ranks(has_grad) > 0
+        chosen = [p for p, used in zip(self.parameters, anywhere.tolist()) if used]
+        if not chosen:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in chosen])
+        flat = sum_over_ranks(flat) / world_size()
         offset = 0
-        for parameter in self.parameters:
+        for parameter in chosen:
             size = parameter.numel()
             parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
             offset += size
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (e.g. until rank 0 has written a file the others read); a no-op in one process."""
+    if is_distributed():
+        torch.distributed.barrier()
 
 
 def shutdown() -> None:

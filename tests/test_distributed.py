@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from s4mi_monai import distributed
-from s4mi_monai.losses import DINOLoss
+from s4mi_monai.clustering import MiniBatchKMeans
+from s4mi_monai.losses import DINOLoss, NTXentLoss
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.distributed
 
 
 class ValidationHandler:  # named like MONAI's, which main_process_handlers recognises by name
@@ -64,11 +66,11 @@ def test_wrap_in_a_process_group_and_sync_batchnorm_needs_gpus(one_rank_group):
         distributed.wrap(torch.nn.Sequential(torch.nn.BatchNorm2d(4)), torch.device("cpu"), sync_batchnorm=True)
 
 
-def torchrun(bundle: str, ranks: int, output_dir: Path, *knobs: str) -> subprocess.Popen:
-    """``torchrun --nproc_per_node ranks -m monai.bundle run training`` with the bundle's multi-GPU overlay."""
+def torchrun(bundle: str, ranks: int, output_dir: Path, *knobs: str, run_id: str = "training") -> subprocess.Popen:
+    """``torchrun --nproc_per_node ranks -m monai.bundle run RUN_ID`` with the bundle's multi-GPU overlay."""
     configs = f"['bundles/{bundle}/configs/train.json','bundles/{bundle}/configs/multi_gpu_train.json']"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
-    command += ["-m", "monai.bundle", "run", "training", "--config_file", configs, "--output_dir", str(output_dir), *knobs]
+    command += ["-m", "monai.bundle", "run", run_id, "--config_file", configs, "--output_dir", str(output_dir), *knobs]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = (output_dir.parent / f"{output_dir.name}.log").open("a")
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -76,7 +78,8 @@ def torchrun(bundle: str, ranks: int, output_dir: Path, *knobs: str) -> subproce
 
 def finished(process: subprocess.Popen, output_dir: Path) -> dict:
     assert process.wait(timeout=600) == 0, (output_dir.parent / f"{output_dir.name}.log").read_text()[-3000:]
-    return json.loads((output_dir / "history.json").read_text())
+    history = output_dir / "history.json"  # a PiCIE run (clusters, no supervised epochs) has none at the top
+    return json.loads(history.read_text()) if history.is_file() else {}
 
 
 def losses(history: dict) -> list[float]:
@@ -142,21 +145,23 @@ def test_the_dino_centre_is_the_mean_teacher_output_over_all_ranks():
 
 def _average_on_rank(rank: int, port: int, grads: dict) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    module = torch.nn.ModuleDict({"used": torch.nn.Linear(2, 1, bias=False), "unused": torch.nn.Linear(1, 1, bias=False)})
+    names = ("used", "one_rank", "unused")
+    module = torch.nn.ModuleDict({name: torch.nn.Linear(2, 1, bias=False) for name in names})
     module["used"].weight.grad = torch.tensor([[1.0, 2.0]]) * (rank + 1)  # rank 0: [1, 2], rank 1: [2, 4]
     if rank == 1:
-        module["unused"].weight.grad = torch.tensor([[4.0]])  # rank 0 has none: it counts as 0
+        module["one_rank"].weight.grad = torch.tensor([[4.0, 0.0]])  # rank 0 has none: it counts as 0
     distributed.GradientAverage(module)()
-    grads[rank] = (module["used"].weight.grad.clone(), module["unused"].weight.grad.clone())
+    grads[rank] = {name: module[name].weight.grad for name in names}
     torch.distributed.destroy_process_group()
 
 
-def test_gradient_average_over_ranks_counts_a_missing_gradient_as_zero():
+def test_gradient_average_over_ranks_counts_a_missing_gradient_as_zero_and_leaves_unused_parameters_alone():
     grads = torch.multiprocessing.Manager().dict()
     torch.multiprocessing.spawn(_average_on_rank, args=(_free_port(), grads), nprocs=2)
     for rank in range(2):
-        used, unused = grads[rank]
-        assert torch.equal(used, torch.tensor([[1.5, 3.0]])) and torch.equal(unused, torch.tensor([[2.0]]))
+        assert torch.equal(grads[rank]["used"], torch.tensor([[1.5, 3.0]]))
+        assert torch.equal(grads[rank]["one_rank"], torch.tensor([[2.0, 0.0]]))
+        assert grads[rank]["unused"] is None  # no gradient anywhere: the optimizer skips it, as in one process
 
 
 @pytest.mark.slow
@@ -167,6 +172,8 @@ def test_gradient_average_over_ranks_counts_a_missing_gradient_as_zero():
         ("dino_isic", ["--pretrain_epochs", "2", "--max_epochs", "1"], ["pretrained_backbone.pt", "metrics.json"]),
         ("cass_isic", ["--pretrain_epochs", "2", "--max_epochs", "1", "--stabiliser", "predictor"], ["cnn/model.pt", "transformer/metrics.json"]),
         ("crossteach_seg_isic", ["--max_epochs", "2"], ["cnn/model.pt", "transformer/model.pt", "metrics.json"]),
+        ("picie_seg_isic", ["--pretrain_epochs", "2"], ["pretrained_backbone.pt", "model.pt", "metrics.json"]),
+        ("contrast_seg_isic", ["--global_epochs", "2", "--local_epochs", "2", "--max_epochs", "1"], ["pretrained_local_backbone.pt", "metrics.json"]),
     ],
 )
 def test_each_trainer_runs_on_two_ranks(tmp_path, bundle, knobs, outputs):
@@ -175,3 +182,80 @@ def test_each_trainer_runs_on_two_ranks(tmp_path, bundle, knobs, outputs):
     assert all((out / name).is_file() for name in outputs)
     log = (tmp_path / "run.log").read_text()
     assert log.count("test metrics written to") == (2 if bundle in ("cass_isic", "crossteach_seg_isic") else 1)  # rank 0 only
+    assert "Traceback" not in log
+
+
+def _kmeans_batches() -> list[list[torch.Tensor]]:
+    """Per rank, 2 initial and 3 online batches of 2-D points around 3 centres (rank 1's batches are smaller)."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [0.0, 8.0]])
+    return [
+        [centres[torch.randint(0, 3, (n,), generator=generator)] + torch.randn(n, 2, generator=generator) for _ in range(5)]
+        for n in (12, 9)
+    ]
+
+
+def _kmeans_on_rank(rank: int, port: int, results: dict) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    kmeans = MiniBatchKMeans(3, init_batches=2, generator=torch.Generator().manual_seed(1), across_ranks=True)
+    for batch in _kmeans_batches()[rank]:
+        kmeans.partial_fit(batch)
+    results[rank] = (kmeans.centroids.clone(), kmeans.counts.clone(), kmeans.mean_squared_distance)
+    torch.distributed.destroy_process_group()
+
+
+def test_kmeans_across_ranks_equals_one_process_clustering_the_union_of_their_batches():
+    results = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(_kmeans_on_rank, args=(_free_port(), results), nprocs=2)
+    first, second = _kmeans_batches()
+    single = MiniBatchKMeans(3, init_batches=1, generator=torch.Generator().manual_seed(1))
+    single.partial_fit(torch.cat([*first[:2], *second[:2]]))  # the initial points, gathered in rank order
+    for step in range(2, 5):
+        single.partial_fit(torch.cat([first[step], second[step]]))
+    for rank in range(2):
+        centroids, counts, distance = results[rank]
+        assert torch.allclose(centroids, single.centroids, atol=1e-5) and torch.equal(counts, single.counts)
+        assert distance == pytest.approx(single.mean_squared_distance, rel=1e-6)
+    assert float(single.counts.sum()) == 5 * (12 + 9)
+
+
+def _ntxent_inputs() -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    network = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        network.weight.copy_(torch.randn(3, 4, generator=generator))
+        network.bias.zero_()
+    return network, torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
+
+
+def _ntxent_on_rank(rank: int, port: int, grads: dict) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    network, view1, view2 = _ntxent_inputs()
+    mine = slice(3 * rank, 3 * rank + 3)
+    z1, z2 = network(view1[mine]), network(view2[mine])
+    NTXentLoss(0.5)(distributed.gather_with_gradients(z1), distributed.gather_with_gradients(z2)).backward()
+    distributed.GradientAverage(network)()
+    grads[rank] = network.weight.grad.clone()
+    torch.distributed.destroy_process_group()
+
+
+def test_global_contrast_over_ranks_has_the_gradient_of_one_process_with_the_whole_batch():
+    grads = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(_ntxent_on_rank, args=(_free_port(), grads), nprocs=2)
+    network, view1, view2 = _ntxent_inputs()
+    NTXentLoss(0.5)(network(view1), network(view2)).backward()  # every view's negatives: the other 10 views of 6 images
+    for rank in range(2):
+        assert torch.allclose(grads[rank], network.weight.grad, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_benchmark_on_two_ranks_reports_each_rank_and_the_total(tmp_path):
+    out = tmp_path / "bench"
+    process = torchrun("dino_isic", 2, out, "--benchmark_steps", "2", "--image_size", "32", "--pretrain_image_size", "32", run_id="benchmark")
+    assert process.wait(timeout=600) == 0, (tmp_path / "bench.log").read_text()[-3000:]
+    lines = [line for line in (tmp_path / "bench.log").read_text().splitlines() if line.startswith("benchmark {")]
+    results = [json.loads(line.removeprefix("benchmark ")) for line in lines]
+    assert [result["stage"] for result in results] == ["pretrain", "finetune"]  # printed once, by rank 0
+    for result in results:
+        assert result["world_size"] == 2 and len(result["images_per_second_per_rank"]) == 2
+        assert result["total_images_per_second"] == pytest.approx(sum(result["images_per_second_per_rank"]))

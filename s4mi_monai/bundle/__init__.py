@@ -17,7 +17,7 @@ import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
 from s4mi_monai.data.datalist import load_datalist
-from s4mi_monai.distributed import is_main_process, unwrap
+from s4mi_monai.distributed import barrier, is_main_process, unwrap
 from s4mi_monai.io import write_json
 from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE, write_samples
 
@@ -302,9 +302,11 @@ def evaluate_clusters(
     """PiCIE's evaluation: final centroids from scratch on the images of ``clustering_loader`` (its masks unread),
     clusters matched to classes over the test split (``matching``), the segmenter (network, centroids and matching)
     saved as ``model_path`` with its ``model_info.json``, then the test report of :func:`report_test_metrics` with
-    the reference's all-class scores beside the shared evaluator's."""
+    the reference's all-class scores beside the shared evaluator's. Rank 0 only under torchrun (the others return {})."""
     from s4mi_monai.engines import fit_final_centroids, match_clusters
 
+    if not is_main_process():
+        return {}
     fit_final_centroids(segmenter, clustering_loader, init_batches, n_iter, seed)
     _, scores = match_clusters(segmenter, evaluator.data_loader, matching)
     save_backbone(segmenter, model_path)
@@ -339,6 +341,7 @@ def contrastive_stage(pretraining: str, stage: str) -> bool:
 def load_stage_weights(network: torch.nn.Module, path: str | None, part: str) -> None:
     """Start a contrastive-segmentation stage from the previous stage's saved network: its ``encoder`` (encoder and
     centre: what the global stage trained) or its ``features`` (all but the segmentation head); nothing if no path."""
+    network = unwrap(network)
     if not path:
         logger.info("%s starts from random initialisation", type(network).__name__)
         return
@@ -417,7 +420,7 @@ def pretrain(trainer: Any, run_handlers: Sequence[Any], backbones: Sequence[tupl
     trainer.run()
     for backbone, path in backbones:
         save_backbone(backbone, path)
-
+    barrier()  # under torchrun the other ranks read the files rank 0 wrote
 
 def publish_branch(output_dir: str, report_branch: str, branches: Sequence[str]) -> None:
     """Copy the reported network's model, info, history and curves to ``output_dir``; one metrics.json with every branch.

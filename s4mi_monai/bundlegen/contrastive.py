@@ -92,6 +92,10 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
         "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
         "checkpoint_path": f"$os.path.join(@output_dir, 'pretraining_{stage}_checkpoint.pt')",
         "run_handlers": parts.run_handlers(f"{ref}history", f"{ref}checkpoint_path", f"{ref}resume_objects"),
+        "handlers": [
+            {"_target_": "LrScheduleHandler", "lr_scheduler": f"{ref}lr_scheduler", "print_lr": False, "epoch_level": False},
+            *parts.logging_handlers(f"$os.path.join(@output_dir, 'pretraining_{stage}', 'runs')", f"{stage}_loss", "$lambda output: output['loss']"),
+        ],
         "resume_objects": {
             "network": f"{ref}network",
             "head": f"{ref}head",
@@ -112,12 +116,7 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
             "loss_function": f"{ref}loss",
             "amp": "@use_amp",
             "channels_last": "$@s4mi_monai.bundle.as_bool(@channels_last)",
-            "train_handlers": [
-                {"_target_": "LrScheduleHandler", "lr_scheduler": f"{ref}lr_scheduler", "print_lr": False, "epoch_level": False},
-                *parts.logging_handlers(
-                    f"$os.path.join(@output_dir, 'pretraining_{stage}', 'runs')", f"{stage}_loss", "$lambda output: output['loss']"
-                ),
-            ],
+            "train_handlers": f"{ref}handlers",
         },
     }
 

@@ -64,15 +64,15 @@ def supervised_multi_gpu_config(spec: BundleSpec) -> dict[str, Any]:
     return {**_process_group(), **_supervised()}
 
 
-def _pretraining_data(extra_handlers: str = "") -> dict[str, Any]:
-    """The label-free loader of a pretraining (``ssl#``): each rank's share, whole batches only; ``extra_handlers``
-    (an expression of a list) join the trainer's handlers on every rank."""
+def _pretraining_data(section: str = "ssl", extra_handlers: str = "", batch_size: str = "@pretrain_batch_size") -> dict[str, Any]:
+    """The loader of a pretraining stage (``ssl#``, ``picie#``, ``global#``): each rank's share of the images;
+    ``extra_handlers`` (an expression of a list) join the trainer's handlers on every rank."""
     return {
-        "ssl#sampler": sampler("@ssl#dataset"),
-        "ssl#dataloader#sampler": "@ssl#sampler",
-        "ssl#dataloader#shuffle": False,
-        "ssl#dataloader#batch_size": "$min(@pretrain_batch_size, len(@ssl#sampler))",
-        "ssl#trainer#train_handlers": "$@s4mi_monai.distributed.main_process_handlers(@ssl#handlers)" + extra_handlers,
+        f"{section}#sampler": sampler(f"@{section}#dataset"),
+        f"{section}#dataloader#sampler": f"@{section}#sampler",
+        f"{section}#dataloader#shuffle": False,
+        f"{section}#dataloader#batch_size": f"$min({batch_size}, len(@{section}#sampler))",
+        f"{section}#trainer#train_handlers": f"$@s4mi_monai.distributed.main_process_handlers(@{section}#handlers)" + extra_handlers,
     }
 
 
@@ -113,11 +113,34 @@ def cass_multi_gpu_config(spec: BundleSpec) -> dict[str, Any]:
     (the stabiliser) are called outside the networks, so their gradients are averaged over ranks by a handler."""
     return {
         **_process_group(),
-        **_pretraining_data(" + [@s4mi_monai.distributed.GradientAverage(@ssl#predictors)]"),
+        **_pretraining_data(extra_handlers=" + [@s4mi_monai.distributed.GradientAverage(@ssl#predictors)]"),
         "ssl#cnn": _wrapped("@s4mi_monai.bundle.to_device(@ssl#cnn_def, @torch_device, @channels_last)"),
         "ssl#transformer": _wrapped("@ssl#transformer_def"),
         **_supervised("finetune_cnn"),
         **_supervised("finetune_transformer"),
+    }
+
+
+def picie_multi_gpu_config(spec: BundleSpec) -> dict[str, Any]:
+    """PiCIE: the network in DDP, each rank clustering its share of the images into centroids shared by all (the
+    k-means adds up every rank's statistics); rank 0 fits the final centroids and scores; fine-tuning as supervised."""
+    return {
+        **_process_group(),
+        **_pretraining_data("picie"),
+        "picie#network": _wrapped("@s4mi_monai.bundle.to_device(@picie#network_def, @torch_device, @channels_last)"),
+        **_supervised("supervised"),
+    }
+
+
+def contrastive_multi_gpu_config(spec: BundleSpec) -> dict[str, Any]:
+    """Contrastive segmentation: the pretraining stages average their gradients over ranks in the trainers (they call
+    the network's ``encode_global``/``pixel_features``, which DDP does not see) and stage 1 contrasts against every
+    rank's views; the fine-tuning is a supervised section in DDP."""
+    return {
+        **_process_group(),
+        **_pretraining_data("global", batch_size="@global_batch_size"),
+        **_pretraining_data("local", batch_size="@local_batch_size"),
+        **_supervised(),
     }
 
 
@@ -127,5 +150,7 @@ BUILDERS: dict[str, Callable[[BundleSpec], dict[str, Any]]] = {
     "dino": dino_multi_gpu_config,
     "cass": cass_multi_gpu_config,
     "crossteach_seg": crossteach_multi_gpu_config,
+    "picie_seg": picie_multi_gpu_config,
+    "contrast_seg": contrastive_multi_gpu_config,
 }
-"""The overlay of each method that runs under torchrun; PiCIE and contrastive segmentation have none yet."""
+"""The overlay of each method (every method of the package) for torchrun."""

@@ -6,7 +6,6 @@ produced them; regeneration keeps it.
 
 from __future__ import annotations
 
-from s4mi_monai.bundlegen import multi_gpu
 from s4mi_monai.bundlegen.registry import BundleSpec
 
 RESULTS_START = "<!-- results: kept when the README is regenerated -->"
@@ -401,13 +400,8 @@ def _slides_command(spec: BundleSpec, root: str) -> str:
     )
 
 
-def _several_gpus(spec: BundleSpec, root: str, datalist: str) -> str:
-    """How to train on several GPUs, or that this bundle does not yet."""
-    if spec.method not in multi_gpu.BUILDERS:
-        return (
-            "Not yet: this bundle trains on one GPU (or the CPU). Its method shares state across the batch that is not yet "
-            "shared across ranks; see [docs/distributed.md](../../../docs/distributed.md)."
-        )
+def _several_gpus(root: str, datalist: str) -> str:
+    """How to train on several GPUs."""
     return f"""```bash
 torchrun --standalone --nproc_per_node 4 -m monai.bundle run training \\
     --config_file "['{root}/configs/train.json','{root}/configs/multi_gpu_train.json']" --datalist {datalist}
@@ -572,7 +566,7 @@ Overrides: `--datalist FILE`, `--dataset_dir DIR`, `--label_fraction F`, `--seed
 
 ## Several GPUs
 
-{_several_gpus(spec, root, datalist)}
+{_several_gpus(root, datalist)}
 
 ## Outputs
 

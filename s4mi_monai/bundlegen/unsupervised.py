@@ -139,7 +139,7 @@ def _evaluation(spec: BundleSpec) -> dict[str, Any]:
     trains without ImageNet normalisation, as S4MI)."""
     unnormalized = "$monai.transforms.Compose(@preprocessing)"
     return {
-        "segmenter_def": {**segmenter(), "network": "@picie#network"},
+        "segmenter_def": {**segmenter(), "network": "$@s4mi_monai.distributed.unwrap(@picie#network)"},
         "segmenter": "$@segmenter_def.to(@torch_device)",
         "model_path": "$os.path.join(@output_dir, 'model.pt')",
         "metrics_path": "$os.path.join(@output_dir, 'metrics.json')",
@@ -212,7 +212,7 @@ def _pretrain(skip_if_done: bool) -> str:
     skip = ", skip_if_done=True" if skip_if_done else ""
     return (
         "$@s4mi_monai.bundle.pretrain(@picie#trainer, @picie#run_handlers, "
-        f"[(@picie#network.encoder, @pretrained_backbone), (@picie#network, @picie_network_path)]{skip})"
+        f"[(@s4mi_monai.distributed.unwrap(@picie#network).encoder, @pretrained_backbone), (@picie#network, @picie_network_path)]{skip})"
     )
 
 
@@ -244,7 +244,7 @@ def picie_train_config(spec: BundleSpec) -> dict[str, Any]:
         "pretrain": [_pretrain(skip_if_done=False)],
         "run": [
             _pretrain(skip_if_done=True),
-            "$@s4mi_monai.bundle.with_weights(@picie#network, @picie_network_path)",
+            "$@s4mi_monai.bundle.with_weights(@s4mi_monai.distributed.unwrap(@picie#network), @picie_network_path)",
             "$@s4mi_monai.bundle.evaluate_clusters(@segmenter, @validate#dataloader, @test#evaluator, @model_path, @metrics_path, "
             "@settings, @model_info, @cluster_matching, @kmeans_init_batches, @kmeans_iterations, @seed)",
         ],

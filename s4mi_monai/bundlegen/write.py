@@ -90,8 +90,7 @@ def bundle_files(spec: BundleSpec) -> dict[str, str]:
     files["configs/metadata.json"] = _json(metadata(spec))
     files["configs/logging.conf"] = LOGGING_CONF
     files.update({f"configs/{name}": _json(preset) for name, preset in PRESETS.get(spec.method, {}).items()})
-    if spec.method in multi_gpu.BUILDERS:
-        files["configs/multi_gpu_train.json"] = _json(multi_gpu.BUILDERS[spec.method](spec))
+    files["configs/multi_gpu_train.json"] = _json(multi_gpu.BUILDERS[spec.method](spec))
     return files
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from monai.utils import CommonKeys
 
+from s4mi_monai import distributed
+
 logger = logging.getLogger("s4mi_monai")
 
 __all__ = ["benchmark"]
@@ -63,6 +65,8 @@ def benchmark(trainer: Any, name: str, steps: int = 20, warmup: int = 3) -> dict
     allocated by tensors on CUDA; elsewhere the process's peak resident memory during this stage
     (``peak_memory_scope`` "stage", on Linux, where the peak can be reset; it then still counts what earlier
     stages left resident, such as cached datasets) or since the process started (``"process"``).
+    Under torchrun every rank times its own steps; rank 0 prints them all (``images_per_second_per_rank``) and
+    their sum (``total_images_per_second``), ``images_per_second`` being its own.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be positive and warmup non-negative, got {steps} and {warmup}")
@@ -105,6 +109,11 @@ def benchmark(trainer: Any, name: str, steps: int = 20, warmup: int = 3) -> dict
         "autocast": "bf16" if getattr(trainer, "use_bf16", False) else ("fp16" if getattr(trainer, "amp", False) else None),
         "channels_last": bool(getattr(trainer, "channels_last", False)),
     }
+    if distributed.is_distributed():
+        per_rank = distributed.gather_objects(result["images_per_second"])
+        result.update({"world_size": len(per_rank), "images_per_second_per_rank": per_rank, "total_images_per_second": sum(per_rank)})
+        if not distributed.is_main_process():
+            return result
     print(f"benchmark {json.dumps(result)}", file=sys.stdout, flush=True)
     logger.info(
         "benchmark %s: %.1f images/s, step %.3f s, data %.3f s, peak memory %.0f MB (%s)",

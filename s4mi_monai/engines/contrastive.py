@@ -11,6 +11,12 @@ and, for stage 2, the masks under ``label`` (B, 1, H, W). Both views go through 
 The network is a :func:`s4mi_monai.networks.build_contrastive_network` backbone; the projection head is a
 separate module (``projection_head``) whose parameters must be in the optimizer: the trainers refuse an
 optimizer without them, the released code's bug (its stage-1 head stayed a fixed random projection).
+
+Under torchrun the pretraining stages call the network's ``encode_global`` / ``pixel_features`` rather than its
+``forward``, which ``DistributedDataParallel`` would not see, so the trainers average the gradients of everything
+they optimise over the ranks themselves after each backward pass, and stage 1 contrasts every view against the
+views of all ranks (the embeddings are gathered with their gradients): one NT-Xent over the global batch, as one
+process with the whole batch.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 from torch import nn
 
+from s4mi_monai import distributed
 from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.losses.contrastive import NTXentLoss, SupervisedPixelContrastiveLoss
 from s4mi_monai.transforms.contrastive import VIEW_KEYS
@@ -44,6 +51,7 @@ class ContrastiveTrainer(CustomIterationTrainer):
             raise ValueError("the optimizer must hold the projection head's parameters too, or the head is never trained")
         self.projection_head = projection_head.to(self.state.device)
         self.view_keys = tuple(view_keys)
+        self.gradient_average = distributed.GradientAverage(nn.ModuleList([self.network, self.projection_head]))
 
     def view_batch(self, batchdata: dict[str, torch.Tensor]) -> torch.Tensor:
         """Both views of the batch stacked (2B, C, H, W), view 1 first, on the device."""
@@ -57,9 +65,10 @@ class ContrastiveTrainer(CustomIterationTrainer):
         self.optimizer.zero_grad(set_to_none=True)
 
     def optimize(self, loss: torch.Tensor) -> None:
-        """Backward and optimizer step, firing MONAI's iteration events on the way."""
+        """Backward, the gradients averaged over ranks (torchrun), optimizer step, firing MONAI's iteration events."""
         self.fire_event(IterationEvents.LOSS_COMPLETED)
         loss.backward()
+        self.gradient_average()
         self.fire_event(IterationEvents.BACKWARD_COMPLETED)
         self.optimizer.step()
 
@@ -82,7 +91,7 @@ class GlobalContrastiveTrainer(ContrastiveTrainer):
         engine.start_step()
         with engine.autocast():
             z1, z2 = engine.projection_head(engine.network.encode_global(views)).chunk(2)
-        loss = engine.loss_function(z1, z2)
+        loss = engine.loss_function(distributed.gather_with_gradients(z1), distributed.gather_with_gradients(z2))
         engine.optimize(loss)
         engine.state.output = {CommonKeys.LOSS: loss.detach()}
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
@@ -117,8 +126,8 @@ class LocalContrastiveTrainer(ContrastiveTrainer):
         skipped = loss is None
         if skipped:
             loss = torch.zeros((), device=engine.state.device)
-        else:
-            engine.optimize(loss)
+        if not distributed.all_ranks(skipped):  # a rank without signal still joins the others' step, with zero gradients
+            engine.optimize(features1.sum() * 0 if skipped else loss)
         engine.state.output = {CommonKeys.LOSS: loss.detach(), "skipped": torch.tensor(float(skipped))}
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -49,7 +49,9 @@ class PiCIEClustering:
     ``metrics["smallest_cluster_share"]``: the smallest cluster's share of a view's pixels, with a warning below
     :data:`DEGENERATE_SHARE` (the clustering has collapsed towards one cluster).
 
-    The k-means draws are seeded by (``seed``, epoch), so a resumed run clusters as the uninterrupted one. The
+    The k-means draws are seeded by (``seed``, epoch), so a resumed run clusters as the uninterrupted one.
+    Under torchrun every rank embeds its share of the loader and the k-means adds up all ranks' statistics, so
+    every rank gets the same centroids (:class:`s4mi_monai.clustering.MiniBatchKMeans` ``across_ranks``). The
     initial batches' embeddings stay on the device until the initial k-means: ``init_batches · B · h · w · D · 4``
     bytes per view (S4MI: 20 · 64 · 120² · 128 · 4 B ≈ 9.4 GB).
     """
@@ -96,7 +98,7 @@ class PiCIEClustering:
         """Mini-batch k-means of both views' pixel embeddings over the whole loader, with the current network."""
         seed = int(np.random.SeedSequence([self.seed, engine.state.epoch]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        views = tuple(MiniBatchKMeans(self.n_clusters, self.init_batches, self.n_iter, self.init, generator) for _ in range(2))
+        views = tuple(MiniBatchKMeans(self.n_clusters, self.init_batches, self.n_iter, self.init, generator, across_ranks=True) for _ in range(2))
         was_training = engine.network.training
         engine.network.eval()
         try:
