@@ -89,7 +89,7 @@ def parse_claims(
 ) -> tuple[Claim, ...]:
     """Validate a spec's ``claims`` list against its methods (``fractions_of``: each method's fractions).
 
-    Method names may carry a network (``cass/vit``); ``versus`` defaults to the spec's baseline.
+    Method names may carry a network (``cass/transformer``); ``versus`` defaults to the spec's baseline.
     """
     if raw is None:
         return ()

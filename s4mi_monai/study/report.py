@@ -1,7 +1,7 @@
 """The report of a study (or of any run folders): per-cell means with 95 % intervals, paired comparisons
 against a baseline, markdown and CSV tables in the layout of the S4MI paper's Table 1, and figures.
 
-Rows are methods (a two-network bundle gives one row per network: ``cass/cnn``, ``cass/vit``), columns
+Rows are methods (a two-network bundle gives one row per network: ``cass/cnn``, ``cass/transformer``), columns
 label fractions. In each cell:
 
 * with two or more seeds, the mean over seeds and a Student t-interval over the seeds (training
