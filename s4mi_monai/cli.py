@@ -3,6 +3,7 @@ studies (a grid of bundles x label fractions x seeds) and their reports."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import fire
 from s4mi_monai.data import (
     DEFAULT_LABEL_FRACTIONS,
     SPLITS,
+    DatasetError,
     check_datalist,
     load_datalist,
     prepare_csv,
@@ -19,6 +21,7 @@ from s4mi_monai.data import (
     prepare_isic2017,
     save_datalist,
 )
+from s4mi_monai.study.spec import SpecError
 
 
 def _fractions(extra: float | str | Sequence[float] | None) -> tuple[float, ...]:
@@ -37,6 +40,7 @@ def _summary(datalist: Mapping, out: Path) -> str:
         lines.append(f"  {split:<10} {counts[split]['items']:>6} items  ({per_class})")
     fractions = ", ".join(f"{k}: {len(v)}" for k, v in datalist["label_fractions"].items())
     lines.append(f"  labeled training items per fraction: {fractions}")
+    lines.extend(f"  WARNING {warning}" for warning in datalist["provenance"].get("warnings", []))
     for duplicate in datalist["provenance"].get("duplicates_across_splits", []):
         lines.append(f"  WARNING duplicate across splits: {duplicate}")
     return "\n".join(lines)
@@ -77,10 +81,12 @@ class Prepare:
         tiles_dir: str | None = None,
         pad_value: int = 0,
         red_normalization: bool = False,
+        encoding: str = "utf-8",
     ) -> str:
         """Any dataset described by a CSV (images, masks, labels, patients); optional slide tiling.
 
         ``--red_normalization`` records in the datalist that bundles normalise these images by their red channel.
+        ``--encoding`` is the CSV's text encoding (default UTF-8; e.g. latin-1 for an old spreadsheet export).
         """
         datalist = prepare_csv(
             csv,
@@ -102,6 +108,7 @@ class Prepare:
             pad_value=pad_value,
             label_fractions=_fractions(fractions),
             red_normalization=red_normalization,
+            encoding=encoding,
         )
         return _summary(datalist, save_datalist(datalist, out))
 
@@ -253,9 +260,23 @@ class S4MI:
         return markdown_report(report) + "\n" + "\n".join(f"wrote {path}" for path in written)
 
 
-def main() -> None:
-    """Entry point of the ``s4mi`` console script."""
-    fire.Fire(S4MI(), name="s4mi")
+USER_ERRORS = (DatasetError, SpecError, FileNotFoundError)
+"""Problems with the user's input: printed as a message (every problem listed) and exit status 2, no traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``s4mi`` console script; ``--debug`` shows the traceback of an input problem too."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    try:
+        fire.Fire(S4MI(), command=args, name="s4mi")
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"s4mi: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_unknown_label_in_ground_truth_csv(isic_root: Path):
     lines = csv_path.read_text().splitlines()
     lines[1] = lines[1].split(",")[0] + ",1.0,1.0"
     csv_path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match="line 2: unknown label"):
+    with pytest.raises(DatasetError, match=r"GroundTruth.csv:2: unknown label"):
         prepare_isic2017(isic_root)
 
 

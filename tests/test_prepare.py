@@ -180,3 +180,68 @@ def test_demo_files_are_generated_on_first_use(tmp_path: Path):
     loaded = load_datalist(lists / "demo_isic2017.json")
     assert (Path(loaded["dataset_dir"]) / loaded["training"][0]["image"]).is_file()
     assert (tmp_path / "fresh_clone_demo" / "dermatomyositis_tiles").is_dir()
+
+
+def _csv_dataset(folder: Path, n: int = 8) -> list[str]:
+    """Images img0..img{n-1}.png in ``folder`` and the CSV lines that describe them (header first)."""
+    from tests.conftest import write_image
+
+    for k in range(n):
+        write_image(folder / f"img{k}.png", seed=k)
+    return ["image,label"] + [f"img{k}.png,{'cat' if k % 2 else 'dog'}" for k in range(n)]
+
+
+BAD_CSVS = {
+    "latin-1 text": (lambda lines: lines[:3] + ["imgé.png,cat"] + lines[3:], "latin-1", r"data.csv:4: not utf-8 text \(byte 0xe9\).*--encoding latin-1"),
+    "ragged row": (lambda lines: lines[:2] + ["img9.png"] + lines[2:], "utf-8", r"data.csv:3: 1 cell\(s\), but the header has 2"),
+    "empty image cell": (lambda lines: lines + [",cat"], "utf-8", r"data.csv:10: the 'image' cell is empty"),
+    "a folder as image": (lambda lines: lines + ["sub,cat"], "utf-8", r"sub: is a folder, not an image file"),
+    "a row twice": (lambda lines: lines + [lines[1]], "utf-8", r"data.csv:10: img0.png is listed again \(first on line 2\)"),
+    "empty label": (lambda lines: lines + ["img8.png,"], "utf-8", r"data.csv:10: the 'label' cell is empty"),
+    "upper-case suffix on disk": (lambda lines: lines + ["img8.jpg,cat"], "utf-8", r"img8.jpg: file not found \(img8.JPG exists: names are case-sensitive\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSVS))
+def test_a_bad_csv_is_refused_with_the_file_line_and_problem_before_anything_is_written(tmp_path: Path, case: str):
+    from s4mi_monai.data import DatasetError
+
+    lines = _csv_dataset(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "img8.JPG").write_bytes((tmp_path / "img0.png").read_bytes())
+    edit, encoding, message = BAD_CSVS[case]
+    (tmp_path / "data.csv").write_bytes("\n".join(edit(lines)).encode(encoding) + b"\n")
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(DatasetError, match=message):
+        prepare_csv(tmp_path / "data.csv")
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
+
+
+def test_csv_with_a_byte_order_mark_another_encoding_and_a_rare_class_warning(tmp_path: Path):
+    lines = _csv_dataset(tmp_path, n=12)
+    (tmp_path / "data.csv").write_bytes("\ufeff".encode() + "\n".join(lines).encode() + b"\n")  # as spreadsheets export
+    assert prepare_csv(tmp_path / "data.csv")["classes"] == ["cat", "dog"]
+    (tmp_path / "imgé.png").write_bytes((tmp_path / "img0.png").read_bytes())
+    typo = [*lines, "imgé.png,catt"]
+    (tmp_path / "latin.csv").write_bytes("\n".join(typo).encode("latin-1") + b"\n")
+    datalist = prepare_csv(tmp_path / "latin.csv", encoding="latin-1")
+    assert datalist["classes"] == ["cat", "catt", "dog"]
+    assert datalist["provenance"]["warnings"] == [
+        "class 'catt' has only 1 item(s): a typo in a label? (give --classes to refuse labels outside a list)"
+    ]
+
+
+def test_s4mi_prepare_prints_every_problem_and_exits_2_without_a_traceback(tmp_path: Path, capsys):
+    from s4mi_monai.cli import main
+    from s4mi_monai.data import DatasetError
+
+    (tmp_path / "data.csv").write_text("image,label\n,cat\nx.png\n")  # an empty image cell, then a ragged row
+    command = ["prepare", "csv", "--csv", str(tmp_path / "data.csv"), "--out", str(tmp_path / "out.json")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2 and not (tmp_path / "out.json").exists()
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "data.csv:2: the 'image' cell is empty" in err and "Traceback" not in err
+    assert "data.csv:3: 1 cell(s), but the header has 2" in err
+    with pytest.raises(DatasetError):  # --debug: the exception itself, for a traceback
+        main([*command, "--debug"])

@@ -87,10 +87,22 @@ def mask_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
+def _other_case(path: str) -> str:
+    """`` (NAME exists: ...)`` when a file whose name differs only in letter case is there (``.JPG`` for ``.jpg``)."""
+    folder, name = os.path.split(path)
+    try:
+        matches = [entry for entry in os.listdir(folder or ".") if entry.lower() == name.lower()]
+    except OSError:
+        return ""
+    return f" ({matches[0]} exists: names are case-sensitive)" if matches else ""
+
+
 def inspect_file(path: str, is_mask: bool = False) -> ImageInfo:
     """Decode ``path`` and return its facts; raise ``ValueError`` with a readable reason otherwise."""
     if not os.path.exists(path):
-        raise ValueError("file not found")
+        raise ValueError(f"file not found{_other_case(path)}")
+    if os.path.isdir(path):
+        raise ValueError("is a folder, not an image file")
     if os.path.getsize(path) == 0:
         raise ValueError("file is empty (0 bytes)")
     with open(path, "rb") as handle:

@@ -13,7 +13,6 @@ stratified; 70/10/20 when only the training part is there).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from s4mi_monai.data.check import DatasetError, Problem
 from s4mi_monai.data.datalist import FIXED_SPLIT, build_datalist
 from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTIONS
+from s4mi_monai.data.table import read_csv_rows
 
 CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
 PARTS = {"training": "Training", "validation": "Validation", "test": "Test_v2"}
@@ -28,24 +28,26 @@ PARTS = {"training": "Training", "validation": "Validation", "test": "Test_v2"}
 
 def _read_ground_truth(csv_path: Path, problems: list[Problem]) -> dict[str, int]:
     labels = {}
-    with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"image_id", "melanoma", "seborrheic_keratosis"} - set(reader.fieldnames or [])
-        if missing:
-            problems.append(Problem(str(csv_path), f"missing column(s) {sorted(missing)}"))
-            return labels
-        for line, row in enumerate(reader, start=2):
-            try:
-                melanoma, keratosis = float(row["melanoma"]), float(row["seborrheic_keratosis"])
-            except ValueError:
-                problems.append(Problem(str(csv_path), f"line {line}: flags must be 0/1, got {row}"))
-                continue
-            if {melanoma, keratosis} - {0.0, 1.0} or melanoma + keratosis > 1:
-                problems.append(
-                    Problem(str(csv_path), f"line {line}: unknown label (melanoma={melanoma}, seborrheic_keratosis={keratosis})")
-                )
-                continue
-            labels[row["image_id"]] = 1 if melanoma else 2 if keratosis else 0
+    try:
+        header, rows, row_problems = read_csv_rows(csv_path)
+    except DatasetError as err:
+        problems.extend(err.problems)
+        return labels
+    problems.extend(row_problems)
+    missing = {"image_id", "melanoma", "seborrheic_keratosis"} - set(header)
+    if missing:
+        problems.append(Problem(str(csv_path), f"missing column(s) {sorted(missing)}"))
+        return labels
+    for line, row in rows:
+        try:
+            melanoma, keratosis = float(row["melanoma"]), float(row["seborrheic_keratosis"])
+        except ValueError:
+            problems.append(Problem(f"{csv_path}:{line}", f"flags must be 0/1, got {row}"))
+            continue
+        if {melanoma, keratosis} - {0.0, 1.0} or melanoma + keratosis > 1:
+            problems.append(Problem(f"{csv_path}:{line}", f"unknown label (melanoma={melanoma}, seborrheic_keratosis={keratosis})"))
+            continue
+        labels[row["image_id"].strip()] = 1 if melanoma else 2 if keratosis else 0
     return labels
 
 

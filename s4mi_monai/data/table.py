@@ -45,6 +45,42 @@ def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
     return [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
 
 
+def read_csv_rows(
+    csv_path: Path, encoding: str = "utf-8"
+) -> tuple[list[str], list[tuple[int, dict[str, str]]], list[Problem]]:
+    """The header (cells stripped), ``(line number, row)`` of every well-formed non-blank row, and a problem per
+    row with more or fewer cells than the header (naming the file and line).
+
+    A UTF-8 byte-order mark is dropped (spreadsheet exports add one, which would otherwise stick to the first
+    column's name). Text that is not in ``encoding`` raises a :class:`DatasetError` with the line, the byte and
+    what to do.
+    """
+    raw = csv_path.read_bytes()
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DatasetError(
+            [Problem(f"{csv_path}:{line}", f"not {encoding} text (byte 0x{raw[err.start]:02x}): save the CSV as UTF-8, or give its encoding (--encoding latin-1)")],
+            f"CSV file {csv_path}",
+        ) from None
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r} for {csv_path}") from None
+    reader = csv.reader(text.splitlines())
+    header = [cell.strip() for cell in next(reader, [])]
+    rows, problems = [], []
+    for cells in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            problems.append(Problem(f"{csv_path}:{line}", f"{len(cells)} cell(s), but the header has {len(header)} ({', '.join(header)})"))
+            continue
+        rows.append((line, dict(zip(header, cells))))
+    return header, rows, problems
+
+
 def _column(header: list[str], csv_path: Path, given: str | None, default: str, problems: list[Problem]) -> str | None:
     """The column to read: the one given (which must exist), else ``default`` if present."""
     if given is None:
@@ -76,38 +112,50 @@ def prepare_csv(
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
     red_normalization: bool = False,
+    encoding: str = "utf-8",
+    rare_class_items: int = 3,
 ) -> dict:
     """Build a datalist from ``csv_path``; paths in the CSV are relative to ``root`` (default: the CSV's folder).
 
     Columns default to ``image``, ``mask``, ``label``, ``patient`` and ``split`` when present.
     ``red_normalization``: record that the images are normalised by their red channel (as Dermofit in S4MI).
+    ``encoding``: of the CSV text (UTF-8 by default, with or without a byte-order mark). Empty image or label
+    cells and an image listed twice are problems; without ``classes``, a class with fewer than
+    ``rare_class_items`` items is reported as a warning in the datalist (a typo in a label makes such a class).
     """
     csv_path = Path(csv_path).resolve()
     if not csv_path.is_file():
         raise FileNotFoundError(f"CSV file {csv_path} does not exist")
     root = Path(root).resolve() if root else csv_path.parent
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-        header = list(rows[0].keys()) if rows else []
-    problems: list[Problem] = []
-    if not rows:
+    header, rows, problems = read_csv_rows(csv_path, encoding)
+    if not rows and not problems:
         raise DatasetError([Problem(str(csv_path), "CSV has no rows")], "CSV dataset")
-    image_col = _column(header, csv_path, image_column, image_column, problems)
-    mask_col = _column(header, csv_path, mask_column, "mask", problems)
-    patient_col = _column(header, csv_path, patient_column, "patient", problems)
-    split_col = _column(header, csv_path, split_column, "split", problems)
+    missing_columns: list[Problem] = []
+    image_col = _column(header, csv_path, image_column, image_column, missing_columns)
+    mask_col = _column(header, csv_path, mask_column, "mask", missing_columns)
+    patient_col = _column(header, csv_path, patient_column, "patient", missing_columns)
+    split_col = _column(header, csv_path, split_column, "split", missing_columns)
     label_cols = _as_list(label_columns)
     for column in label_cols or []:
-        _column(header, csv_path, column, column, problems)
-    label_col = None if label_cols else _column(header, csv_path, label_column, "label", problems)
+        _column(header, csv_path, column, column, missing_columns)
+    label_col = None if label_cols else _column(header, csv_path, label_column, "label", missing_columns)
     multi_label = multi_label or bool(label_cols)
-    if problems:
-        raise DatasetError(problems, f"CSV dataset {csv_path}")
+    if missing_columns:
+        raise DatasetError(missing_columns + problems, f"CSV dataset {csv_path}")
 
-    class_names = _as_list(classes) or label_cols or _infer_classes(rows, label_col, multi_label, label_separator)
+    class_names = _as_list(classes) or label_cols or _infer_classes([row for _, row in rows], label_col, multi_label, label_separator)
     items = []
-    for line, row in enumerate(rows, start=2):
-        item: dict = {"image": row[image_col].strip()}
+    first_line: dict[str, int] = {}
+    for line, row in rows:
+        image = row[image_col].strip()
+        if not image:
+            problems.append(Problem(f"{csv_path}:{line}", f"the {image_col!r} cell is empty"))
+            continue
+        if image in first_line:
+            problems.append(Problem(f"{csv_path}:{line}", f"{image} is listed again (first on line {first_line[image]})"))
+            continue
+        first_line[image] = line
+        item: dict = {"image": image}
         if mask_col and row[mask_col].strip():
             item["mask"] = row[mask_col].strip()
         if patient_col and row[patient_col].strip():
@@ -125,9 +173,10 @@ def prepare_csv(
                 continue
             item[FIXED_SPLIT] = split
         items.append(item)
+    warnings = [] if _as_list(classes) or label_cols or not label_col else _rare_classes(items, class_names, multi_label, rare_class_items)
 
     dataset_dir = root
-    extra = {"csv": str(csv_path)}
+    extra = {"csv": str(csv_path), **({"warnings": warnings} if warnings else {})}
     if tile_size:
         report = check_items(items, root, class_names, multi_label)
         report.problems[:0] = problems
@@ -157,8 +206,23 @@ def _infer_classes(rows: list[dict], label_col: str | None, multi_label: bool, s
     names: set[str] = set()
     for row in rows:
         value = row[label_col].strip()
+        if not value:
+            continue  # an empty label is reported with its line
         names.update(v.strip() for v in value.split(separator) if v.strip()) if multi_label else names.add(value)
     return sorted(names, key=_natural_key)
+
+
+def _rare_classes(items: list[dict], classes: list[str], multi_label: bool, fewest: int) -> list[str]:
+    """A warning per class with fewer than ``fewest`` items: with classes read from the labels, a typo makes one."""
+    counts = dict.fromkeys(classes, 0)
+    for item in items:
+        for index in ([k for k, flag in enumerate(item["label"]) if flag] if multi_label else [item["label"]]):
+            counts[classes[index]] += 1
+    return [
+        f"class {name!r} has only {count} item(s): a typo in a label? (give --classes to refuse labels outside a list)"
+        for name, count in counts.items()
+        if count < fewest
+    ]
 
 
 def _parse_label(
@@ -171,6 +235,8 @@ def _parse_label(
             return f"label columns must hold 0 or 1, got {dict(zip(label_cols, values))}"
         return [int(float(v)) for v in values]
     value = row[label_col].strip()
+    if not value:
+        return f"the {label_col!r} cell is empty (every image needs a label; leave unlabeled images out of the CSV)"
     if not multi_label:
         return classes.index(value) if value in classes else f"unknown label {value!r} (classes: {', '.join(classes)})"
     names = [v.strip() for v in value.split(separator) if v.strip()]
