@@ -131,8 +131,8 @@ def test_bundle_parses_verifies_and_matches_metadata(name: str):
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=str(configs / "inference.json"), device="cpu")
 
 
-def _bundle(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle ...`` from the repository root (or ``cwd``), as a user would."""
+def _bundle(*args: str, cwd: Path = REPO, returncode: int = 0) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ...`` from the repository root (or ``cwd``), as a user would; expect ``returncode``."""
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", *args],
         cwd=cwd,
@@ -140,13 +140,14 @@ def _bundle(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == returncode, f"{' '.join(args)}: exit {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 
 
 def _new_images_folder(folder: Path) -> Path:
-    """Two readable images of other sizes and formats, and a corrupt one."""
+    """Two readable images of other sizes and formats, a corrupt one and a file that is not an image."""
     folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("not an image")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(folder / "wide.png")
     Image.fromarray(rng.integers(0, 255, (150, 100, 3), dtype=np.uint8)).save(folder / "tall.jpg")
@@ -198,8 +199,10 @@ def _run_family(name: str, tmp_path: Path, train_args: Sequence[str] = (), expor
         str(predictions),
         "--model_path",
         str(out / "model.pt"),
+        returncode=1,  # the readable images are predicted, then the run fails naming the unreadable one
     )
-    assert "broken.jpg" in result.stdout + result.stderr, "the unreadable file is reported by name"
+    assert "1 image(s) could not be read and have no prediction" in result.stderr and "broken.jpg" in result.stderr
+    assert "left out as not images: notes.txt" in result.stdout + result.stderr
     _export(root, out, *export_args)
     return metrics, predictions
 
@@ -364,6 +367,7 @@ def test_picie_bundle_end_to_end(tmp_path: Path):
         str(predictions),
         "--model_path",
         str(out / "model.pt"),
+        returncode=1,  # broken.jpg
     )
     for stem, size in (("wide", (90, 120)), ("tall", (150, 100))):
         clusters, mask = (np.asarray(Image.open(predictions / f"{stem}_{kind}.png")) for kind in ("clusters", "mask"))
@@ -437,6 +441,7 @@ def test_cross_teaching_bundle_end_to_end(tmp_path: Path):
         str(out / "model.pt"),
         "--predict_with",
         "mean",
+        returncode=1,  # broken.jpg
     )
     assert Image.open(mean / "tall_mask.png").size == (100, 150)
 

@@ -87,22 +87,50 @@ def class_weights(items: Sequence[Mapping], num_classes: int, multi_label: bool,
     return inverse_frequency_weights(labels, num_classes, multi_label)
 
 
-def image_files(input_dir: str) -> list[dict]:
-    """Every readable image in ``input_dir`` as ``{"image": path}``; unreadable files are logged by name and skipped."""
+class InputImages(list):
+    """The readable images of an input folder as ``{"image": path}`` items, and what was left out and why."""
+
+    def __init__(self, items: Sequence[dict], unreadable: Sequence[tuple[str, str]], not_images: Sequence[str]) -> None:
+        super().__init__(items)
+        self.unreadable = list(unreadable)
+        self.not_images = list(not_images)
+
+
+def image_files(input_dir: str) -> InputImages:
+    """Every readable image in ``input_dir``; unreadable images and files that are not images are logged by name
+    and left out (:func:`finish_inference` then reports them and fails the run)."""
     folder = Path(input_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
-    readable = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    readable, unreadable, not_images = [], [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            logger.warning("not an image (%s), left out: %s", ", ".join(IMAGE_SUFFIXES), path)
+            not_images.append(str(path))
+            continue
         try:
             inspect_file(str(path))
         except ValueError as err:
             logger.error("skipping %s: %s", path, err)
+            unreadable.append((str(path), str(err)))
             continue
         readable.append({"image": str(path)})
     if not readable:
         logger.warning("no readable images (%s) in %s", ", ".join(IMAGE_SUFFIXES), folder)
-    return readable
+    return InputImages(readable, unreadable, not_images)
+
+
+def finish_inference(images: Sequence[dict], output_dir: str) -> None:
+    """After the predictions are written: a summary, and exit status 1 when an image could not be read (the others'
+    predictions are kept), so that a script or a pipeline sees the failure."""
+    unreadable = getattr(images, "unreadable", [])
+    not_images = getattr(images, "not_images", [])
+    logger.info("predictions for %d image(s) written to %s", len(images), output_dir)
+    if not_images:
+        logger.warning("%d file(s) left out as not images: %s", len(not_images), ", ".join(Path(p).name for p in not_images))
+    if unreadable:
+        listing = "\n".join(f"  - {path}: {reason}" for path, reason in unreadable)
+        raise SystemExit(f"{len(unreadable)} image(s) could not be read and have no prediction:\n{listing}")
 
 
 def classification_items(datalist: Mapping, split: str, label_fraction: float | None = None) -> list[dict]:

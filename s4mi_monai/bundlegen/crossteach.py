@@ -382,7 +382,7 @@ def crossteach_inference_config(spec: BundleSpec) -> dict[str, Any]:
                 for branch in BRANCHES
             ],
         ],
-        "run": ["$@evaluator.run()"],
+        "run": supervised.INFERENCE_RUN,
         "inferring": "%run",
         **parts.slide_run(spec),
     }

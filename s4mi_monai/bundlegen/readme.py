@@ -550,7 +550,8 @@ and levels, unknown labels) and lists all problems at once.
 # evaluate the trained model on the test split (writes metrics.json)
 python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json --datalist {datalist}
 
-# predict on a folder of new images (PNG, JPEG, TIFF, any size); unreadable files are reported and skipped
+# predict on a folder of new images (PNG, JPEG, TIFF, any size): every readable image is predicted, then
+# unreadable images are named and the run exits with status 1; other files are listed as not images
 python -m monai.bundle run --config_file {root}/configs/inference.json --input_dir new_images --output_dir predictions
 {_slides_command(spec, root)}
 # TorchScript export and checks

@@ -301,6 +301,9 @@ MASK_FOR_CLIENTS = [
 ]
 """After our writer: the mask as a 2-D uint8 image at the input's size, what MONAI Label's writer saves as PNG or NIfTI."""
 
+INFERENCE_RUN = ["$@evaluator.run()", "$@s4mi_monai.bundle.finish_inference(@dataset#data, @output_dir)"]
+"""Predict every readable image, then report what was left out (exit status 1 when an image could not be read)."""
+
 INFERENCE_EVALUATOR = {
     "_target_": "SupervisedEvaluator",
     "device": "@torch_device",
@@ -335,7 +338,7 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         ],
         "evaluator": dict(INFERENCE_EVALUATOR),
         "initialize": ["$@s4mi_monai.bundle.configure_logging()", "$@s4mi_monai.bundle.require_model(@model_path)"],
-        "run": ["$@evaluator.run()"],
+        "run": INFERENCE_RUN,
         "inferring": "%run",
         **parts.slide_run(spec),
     }

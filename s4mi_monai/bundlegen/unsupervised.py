@@ -324,6 +324,6 @@ def picie_inference_config(spec: BundleSpec) -> dict[str, Any]:
         ],
         "evaluator": dict(supervised.INFERENCE_EVALUATOR),
         "initialize": ["$@s4mi_monai.bundle.configure_logging()", "$@s4mi_monai.bundle.require_model(@model_path)"],
-        "run": ["$@evaluator.run()"],
+        "run": supervised.INFERENCE_RUN,
         "inferring": "%run",
     }
