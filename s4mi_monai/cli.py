@@ -21,6 +21,7 @@ from s4mi_monai.data import (
     prepare_isic2017,
     save_datalist,
 )
+from s4mi_monai.data.check import MIN_IMAGE_SIDE
 from s4mi_monai.study.spec import SpecError
 
 
@@ -49,14 +50,14 @@ def _summary(datalist: Mapping, out: Path) -> str:
 class Prepare:
     """Turn a dataset into a datalist JSON: checked files, seeded splits and nested label fractions."""
 
-    def isic2017(self, root: str, out: str, seed: int = 0, fractions: str | None = None) -> str:
+    def isic2017(self, root: str, out: str, seed: int = 0, fractions: str | None = None, min_side: int = MIN_IMAGE_SIDE) -> str:
         """ISIC-2017 in the official download layout (official splits when present, else 70/10/20)."""
-        datalist = prepare_isic2017(root, seed=seed, label_fractions=_fractions(fractions))
+        datalist = prepare_isic2017(root, seed=seed, label_fractions=_fractions(fractions), min_side=min_side)
         return _summary(datalist, save_datalist(datalist, out))
 
-    def dermofit(self, root: str, out: str, seed: int = 0, fractions: str | None = None) -> str:
+    def dermofit(self, root: str, out: str, seed: int = 0, fractions: str | None = None, min_side: int = MIN_IMAGE_SIDE) -> str:
         """Dermofit Image Library layout (one folder per class, one per lesion), 10 classes, 70/10/20."""
-        datalist = prepare_dermofit(root, seed=seed, label_fractions=_fractions(fractions))
+        datalist = prepare_dermofit(root, seed=seed, label_fractions=_fractions(fractions), min_side=min_side)
         return _summary(datalist, save_datalist(datalist, out))
 
     def csv(
@@ -82,11 +83,13 @@ class Prepare:
         pad_value: int = 0,
         red_normalization: bool = False,
         encoding: str = "utf-8",
+        min_side: int = MIN_IMAGE_SIDE,
     ) -> str:
         """Any dataset described by a CSV (images, masks, labels, patients); optional slide tiling.
 
         ``--red_normalization`` records in the datalist that bundles normalise these images by their red channel.
         ``--encoding`` is the CSV's text encoding (default UTF-8; e.g. latin-1 for an old spreadsheet export).
+        ``--min_side``: images smaller than this many pixels on a side are refused (every preparer has it).
         """
         datalist = prepare_csv(
             csv,
@@ -109,6 +112,7 @@ class Prepare:
             label_fractions=_fractions(fractions),
             red_normalization=red_normalization,
             encoding=encoding,
+            min_side=min_side,
         )
         return _summary(datalist, save_datalist(datalist, out))
 

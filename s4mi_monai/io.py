@@ -6,6 +6,7 @@ target, so a run killed mid-write leaves the previous file intact, never a trunc
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -25,39 +26,85 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary binary file beside ``path``, flush it to disk, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class _RecordingWriter:
+    """A binary file that remembers the first ``OSError`` of a write (torch.save turns it into an unclear RuntimeError)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._out.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+
+def _write_failure(path: Path, cause: OSError) -> OSError:
+    """The error of a failed write: the path, the reason, what was kept, and what to do when the disk is full."""
+    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    advice = ""
+    if cause.errno == errno.ENOSPC:
+        advice = "; the disk is full: free space there and run the same command again (a training resumes from its last checkpoint)"
+    return OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}; {kept}{advice}")
+
+
+@contextmanager
+def _named_failures(path: Path, recorder: list[_RecordingWriter]) -> Iterator[None]:
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets the permissions of any new file
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except BaseException as err:
+        cause = next((writer.error for writer in recorder if writer.error is not None), err if isinstance(err, OSError) else None)
+        if cause is None:
+            raise
+        raise _write_failure(path, cause) from err
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` on a temporary binary file beside ``path``, flush it to disk, then rename it to ``path``.
+
+    A failed write (a full disk, no permission) raises ``OSError`` naming ``path``, the reason and that the
+    previous file is unchanged; the temporary file is removed.
+    """
+    path = Path(path)
+    recorder: list[_RecordingWriter] = []
+    with _named_failures(path, recorder):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets the permissions of any new file
+            with os.fdopen(handle, "wb") as out:
+                recorder.append(_RecordingWriter(out))
+                write(recorder[0])
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file name beside ``path`` for writers that need a name, not a stream; renamed to ``path`` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        yield Path(tmp)
-        with open(tmp, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _named_failures(path, []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+            yield Path(tmp)
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

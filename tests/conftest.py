@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,14 @@ import pytest
 from PIL import Image
 
 SHARED_ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def checked_files_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' own cache of checked files (``S4MI_CACHE_DIR``, inherited by the bundles they run), not the user's."""
+    folder = tmp_path_factory.mktemp("s4mi_cache")
+    os.environ["S4MI_CACHE_DIR"] = str(folder)
+    return folder
 
 
 def write_image(path: Path, size: tuple[int, int] = (16, 12), seed: int = 0, mode: str = "RGB") -> Path:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import logging
 import math
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Metric
-from monai.data import DataLoader, MetaTensor
+from monai.data import CacheDataset, DataLoader, MetaTensor
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import CheckpointLoader, LrScheduleHandler, ValidationHandler
 
@@ -71,6 +74,38 @@ def test_atomic_torch_save_creates_folders_and_leaves_no_temporary_file(tmp_path
     atomic_torch_save({"values": torch.arange(3)}, path)
     assert only_file_names(path.parent) == ["state.pt"]
     assert torch.equal(torch.load(path, weights_only=True)["values"], torch.arange(3))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path: Path, umask: int, mode: int):
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "metrics.json", {"f1": 0.5})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to stand in for a full disk")
+@pytest.mark.parametrize("large", [False, True])
+def test_a_save_on_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path: Path, monkeypatch, large: bool):
+    import s4mi_monai.io
+
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save({"version": torch.tensor(1)}, path)
+
+    def full_disk(handle: int, mode: str = "r", *args, **kwargs):
+        os.close(handle)
+        return open("/dev/full", mode)
+
+    monkeypatch.setattr(s4mi_monai.io.os, "fdopen", full_disk)
+    values = torch.zeros(1_000_000 if large else 3)  # large: torch's own write fails; small: the final flush
+    with pytest.raises(OSError, match=r"could not write .*checkpoint.pt: No space left on device; the previous checkpoint.pt is unchanged; the disk is full") as caught:
+        atomic_torch_save({"version": torch.tensor(2), "values": values}, path)
+    assert caught.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert only_file_names(tmp_path) == ["checkpoint.pt"]
+    assert torch.load(path, weights_only=True)["version"] == 1
 
 
 def test_crash_during_save_keeps_previous_file(tmp_path: Path, monkeypatch):
@@ -406,3 +441,31 @@ def test_csv_rejects_probabilities_that_do_not_match_the_classes(tmp_path: Path)
     evaluator = predictor(ProbabilityCSVWriter(str(tmp_path / "predictions.csv"), ["nevus", "melanoma"]))
     with pytest.raises(ValueError, match="3 probabilities per image for 2 class names"):
         evaluator.run()
+
+
+def test_the_random_state_restores_the_draws_of_in_process_transforms_and_refuses_another_augmentation():
+    from monai.transforms import Compose, RandFlipd, RandGaussianNoised
+
+    from s4mi_monai.engines import TrainingRandomState
+
+    def dataset(n_transforms: int) -> CacheDataset:
+        transforms = [RandGaussianNoised("image", prob=1.0), RandFlipd("image", prob=0.5)][:n_transforms]
+        return CacheDataset([{"image": np.zeros((1, 4, 4), np.float32)}] * 4, Compose(transforms), progress=False)
+
+    data = dataset(2)
+    data.transform.set_random_state(seed=3)
+    state = TrainingRandomState([data])
+    saved = torch.load(_saved(state.state_dict()), weights_only=True)  # as a checkpoint holds it
+    draws = [data[i]["image"] for i in range(4)]
+    state.load_state_dict(saved)
+    assert all(torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(draws, [data[i]["image"] for i in range(4)]))
+    TrainingRandomState([data]).load_state_dict({key: value for key, value in saved.items() if key != "augmentations"})  # older checkpoints
+    with pytest.raises(ValueError, match="holds the random states of 4 random transforms, this training has 3"):
+        TrainingRandomState([dataset(1)]).load_state_dict(saved)
+
+
+def _saved(state: dict) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from s4mi_monai.data import SPLITS, load_datalist, prepare_csv, prepare_dermofit, prepare_isic2017, save_datalist, split_items
-from tests.conftest import SHARED_ISIC, make_isic_part
+from tests.conftest import SHARED_ISIC, make_isic_part, write_image
 
 
 def _images(datalist: dict) -> dict[str, set[str]]:
@@ -221,7 +221,7 @@ def test_csv_with_a_byte_order_mark_another_encoding_and_a_rare_class_warning(tm
     lines = _csv_dataset(tmp_path, n=12)
     (tmp_path / "data.csv").write_bytes("\ufeff".encode() + "\n".join(lines).encode() + b"\n")  # as spreadsheets export
     assert prepare_csv(tmp_path / "data.csv")["classes"] == ["cat", "dog"]
-    (tmp_path / "imgé.png").write_bytes((tmp_path / "img0.png").read_bytes())
+    write_image(tmp_path / "imgé.png", seed=77)
     typo = [*lines, "imgé.png,catt"]
     (tmp_path / "latin.csv").write_bytes("\n".join(typo).encode("latin-1") + b"\n")
     datalist = prepare_csv(tmp_path / "latin.csv", encoding="latin-1")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
-from s4mi_monai.data.datalist import load_datalist
+from s4mi_monai.data.datalist import load_datalist, verify_datalist
 from s4mi_monai.distributed import barrier, is_main_process, unwrap
 from s4mi_monai.io import write_json
 from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE, write_samples
@@ -71,8 +71,10 @@ def demo_datalist(file_name: str) -> str:
 
 
 def open_datalist(datalist: str | None, demo_file: str, dataset_dir: str | None = None) -> dict:
-    """The datalist a bundle trains on: ``--datalist`` if given, else the demo datalist."""
-    return load_datalist(datalist or demo_datalist(demo_file), dataset_dir)
+    """The datalist a bundle trains on: ``--datalist`` if given, else the demo datalist; checked whole before any step."""
+    loaded = load_datalist(datalist or demo_datalist(demo_file), dataset_dir)
+    verify_datalist(loaded)
+    return loaded
 
 
 def class_weights(items: Sequence[Mapping], num_classes: int, multi_label: bool, weighting: str | None) -> torch.Tensor | None:

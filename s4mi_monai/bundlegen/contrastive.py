@@ -89,7 +89,7 @@ def _stage(stage: str, items: str, preprocessing: Any, views: str, head: dict[st
             "output_dir": f"$os.path.join(@output_dir, 'pretraining_{stage}')",
             "optimizer": f"{ref}optimizer",
         },
-        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
+        "random_state": parts.random_state(f"{ref}dataset"),
         "checkpoint_path": f"$os.path.join(@output_dir, 'pretraining_{stage}_checkpoint.pt')",
         "run_handlers": parts.run_handlers(f"{ref}history", f"{ref}checkpoint_path", f"{ref}resume_objects"),
         "handlers": [

@@ -201,7 +201,7 @@ def crossteach_train_config(spec: BundleSpec) -> dict[str, Any]:
         **parts.evaluation_definitions(spec),
         "best_cnn": best("cnn"),
         "best_transformer": best("transformer"),
-        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
+        "random_state": parts.random_state("@train#dataset"),
         "history": {
             "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": "@output_dir",

@@ -413,6 +413,11 @@ def logging_handlers(log_dir: str, tag_name: str, loss_output: str) -> list[dict
     ]
 
 
+def random_state(*augmentations: str) -> dict[str, Any]:
+    """The checkpointed random state of a training whose random transforms run in ``augmentations`` (config refs to datasets)."""
+    return {"_target_": "$@s4mi_monai.engines.TrainingRandomState", "augmentations": list(augmentations)}
+
+
 def run_handlers(history: str, checkpoint_path: str, resume_objects: str) -> list[Any]:
     """Attached just before a trainer runs: the epoch history, resume from ``checkpoint_path`` when it exists, and
     the end-of-epoch checkpoint of ``resume_objects`` (deleted when the run completes)."""

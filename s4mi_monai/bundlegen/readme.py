@@ -546,7 +546,8 @@ and levels, unknown labels) and lists all problems at once.
 ```bash
 {_train_command(spec, root, datalist, fraction, fraction_words, paper)}
 {"" if spec.unsupervised else _fair_baselines(spec, root, datalist, fraction)}{stages.format(datalist=datalist)}
-# a killed run resumes from its last epoch when the same command is run again
+# the datalist is checked whole (files, labels of every split) before the first step; a killed run
+# resumes from its last checkpoint when the same command is run again, and ends as an uninterrupted run would
 # evaluate the trained model on the test split (writes metrics.json)
 python -m monai.bundle run evaluating --config_file {root}/configs/evaluate.json --datalist {datalist}
 

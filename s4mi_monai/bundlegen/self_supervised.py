@@ -113,7 +113,7 @@ def _ssl_common_handlers(checkpoint: str, resume_objects: dict[str, str]) -> dic
             "output_dir": "$os.path.join(@output_dir, 'pretraining')",
             "optimizer": "@ssl#optimizer",
         },
-        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
+        "random_state": parts.random_state("@ssl#dataset"),
         "checkpoint_path": f"$os.path.join(@output_dir, '{checkpoint}')",
         "run_handlers": parts.run_handlers("@ssl#history", "@ssl#checkpoint_path", "@ssl#resume_objects"),
         "resume_objects": {**resume_objects, "trainer": "@ssl#trainer", "history": "@ssl#history", "random_state": "@ssl#random_state"},

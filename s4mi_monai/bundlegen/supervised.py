@@ -51,7 +51,7 @@ def training_objects(
     validation_data, test_data = ("@validate", "@test") if shared_evaluation_data else (None, None)
     return {
         "best_model": {"_target_": "$@s4mi_monai.handlers.BestModelSaver", "save_path": ref("model_path"), "network": ref("network")},
-        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
+        "random_state": parts.random_state(ref("train#dataset")),
         "history": {
             "_target_": "$@s4mi_monai.handlers.EpochHistory",
             "output_dir": ref("output_dir"),

@@ -96,7 +96,7 @@ def _picie_section() -> dict[str, Any]:
             "output_dir": "$os.path.join(@output_dir, 'pretraining')",
             "optimizer": "@picie#optimizer",
         },
-        "random_state": {"_target_": "$@s4mi_monai.engines.TorchRandomState"},
+        "random_state": parts.random_state("@picie#dataset"),
         "checkpoint_path": "$os.path.join(@output_dir, 'pretraining_checkpoint.pt')",
         "run_handlers": parts.run_handlers("@picie#history", "@picie#checkpoint_path", "@picie#resume_objects"),
         "resume_objects": {

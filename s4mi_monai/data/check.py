@@ -3,12 +3,16 @@
 An hour-long run must not die on the 1,900th image. ``check_items`` opens and fully decodes every
 referenced image and mask (in parallel threads: PIL releases the GIL while decoding), checks masks
 against their images, labels against the known classes, and hashes file contents so that exact
-duplicates can be kept in one split or reported across splits.
+duplicates can be kept in one split, reported across splits, and refused when they carry two labels.
+:class:`CheckedFiles` remembers the files that passed, by size and modification time, so that a training
+can check its whole datalist before its first step and decode only the files that changed since.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from s4mi_monai.io import atomic_write_text
+
+logger = logging.getLogger("s4mi_monai")
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MIN_IMAGE_SIDE = 8  # pixels; a smaller image is a thumbnail or an export error, not something to learn from
 RGB_CONVERTIBLE_MODES = ("RGB", "L", "LA", "RGBA", "P", "PA", "CMYK", "YCbCr", "1", "I", "I;16", "I;16B", "I;16L", "F")
 
 
@@ -121,6 +130,65 @@ def inspect_file(path: str, is_mask: bool = False) -> ImageInfo:
     return ImageInfo(size=image.size, mode=image.mode, sha1=digest, mask_levels=levels)
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("S4MI_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s4mi_monai")
+
+
+class CheckedFiles:
+    """Files that passed :func:`inspect_file`, with their facts, keyed by path and valid while size and mtime hold.
+
+    Kept in ``$S4MI_CACHE_DIR`` (default ``~/.cache/s4mi_monai``) as ``checked_files.json``. A file rewritten,
+    truncated or replaced since it was checked has another size or modification time and is decoded again.
+    Saving is best effort: a read-only home only costs the decoding next time.
+    """
+
+    FILE_NAME = "checked_files.json"
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else _cache_dir() / self.FILE_NAME
+        self._entries: dict[str, dict] = {}
+        self._changed = False
+        try:
+            self._entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self._entries = {}
+
+    @staticmethod
+    def _stamp(path: str) -> list[int] | None:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        return [status.st_size, status.st_mtime_ns]
+
+    def get(self, path: str, is_mask: bool) -> ImageInfo | None:
+        """The facts of ``path`` when it was checked as it is now (a mask: with its levels), else None."""
+        entry = self._entries.get(path)
+        if entry is None or entry["stamp"] != self._stamp(path) or (is_mask and entry["mask_levels"] is None):
+            return None
+        levels = tuple(entry["mask_levels"]) if entry["mask_levels"] is not None else None
+        return ImageInfo(size=tuple(entry["size"]), mode=entry["mode"], sha1=entry["sha1"], mask_levels=levels)
+
+    def add(self, path: str, info: ImageInfo) -> None:
+        stamp = self._stamp(path)
+        if stamp is not None:
+            levels = list(info.mask_levels) if info.mask_levels is not None else None
+            self._entries[path] = {"stamp": stamp, "size": list(info.size), "mode": info.mode, "sha1": info.sha1, "mask_levels": levels}
+            self._changed = True
+
+    def save(self) -> None:
+        """Write the cache (atomically), without the entries of files that no longer exist."""
+        if not self._changed:
+            return
+        self._entries = {path: entry for path, entry in self._entries.items() if os.path.exists(path)}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(self._entries))
+            self._changed = False
+        except OSError as err:
+            logger.debug("could not save the checked-files cache %s: %s", self.path, err)
+
+
 def _mask_problem(levels: tuple[int, ...]) -> str | None:
     if set(levels) <= {0, 1} or set(levels) <= {0, 255}:
         return None
@@ -134,13 +202,21 @@ def check_items(
     classes: Sequence[str],
     multi_label: bool = False,
     workers: int | None = None,
+    min_side: int = MIN_IMAGE_SIDE,
+    checked: CheckedFiles | None = None,
 ) -> CheckReport:
     """Check every item of a datalist (``image``, optional ``mask``, optional ``label``).
 
     Labels must be a known class index (single-label) or a 0/1 vector over ``classes``
-    (multi-label); a class that no item carries is a problem too.
+    (multi-label); a class that no item carries is a problem too, and so is one image content
+    (identical files) with two different labels. Images smaller than ``min_side`` pixels on a side are
+    refused. ``checked``: files that passed before and have not changed are not decoded again; the
+    files that pass now are added (the caller saves it).
     """
     report = CheckReport()
+    if isinstance(classes, str) or not all(isinstance(name, str) for name in classes):
+        report.problems.append(Problem(str(dataset_dir), f"classes must be a list of class names, got {classes!r}"))
+        return report
     root = Path(dataset_dir)
     jobs: dict[str, bool] = {}
     for item in items:
@@ -148,15 +224,22 @@ def check_items(
         if item.get("mask"):
             jobs[str(root / item["mask"])] = True
 
+    known = {path: info for path, is_mask in jobs.items() if checked and (info := checked.get(path, is_mask))}
+    to_decode = {path: is_mask for path, is_mask in jobs.items() if path not in known}
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
-        outcomes = dict(zip(jobs, pool.map(_inspect_or_reason, jobs, jobs.values())))
+        outcomes = {**known, **dict(zip(to_decode, pool.map(_inspect_or_reason, to_decode, to_decode.values())))}
     for path, outcome in outcomes.items():
         if isinstance(outcome, str):
             report.problems.append(Problem(path, outcome))
-        else:
-            report.info[path] = outcome
-            if outcome.mask_levels is not None and (reason := _mask_problem(outcome.mask_levels)):
-                report.problems.append(Problem(path, reason))
+            continue
+        report.info[path] = outcome
+        if checked is not None and path in to_decode:
+            checked.add(path, outcome)
+        if outcome.mask_levels is not None and (reason := _mask_problem(outcome.mask_levels)):
+            report.problems.append(Problem(path, reason))
+        elif not jobs[path] and min(outcome.size) < min_side:
+            width, height = outcome.size
+            report.problems.append(Problem(path, f"image is {width}x{height} px, smaller than {min_side} px on a side (--min_side)"))
 
     for item in items:
         image_path = str(root / item["image"])
@@ -172,7 +255,43 @@ def check_items(
                 report.problems.append(Problem(image_path, reason))
 
     report.problems.extend(_classes_without_items(items, classes, multi_label, root))
+    conflicts, tile_conflicts = _conflicting_duplicates(items, report, classes, root)
+    report.problems.extend(conflicts)
+    report.warnings.extend(str(conflict) for conflict in tile_conflicts)
     return report
+
+
+def _label_name(label: object, classes: Sequence[str]) -> str:
+    if isinstance(label, (list, tuple)):
+        return "+".join(name for name, on in zip(classes, label) if on) or "no class"
+    return classes[label] if isinstance(label, int) and 0 <= label < len(classes) else repr(label)
+
+
+def _comparable(label: object) -> object:
+    return list(label) if isinstance(label, tuple) else label
+
+
+def _conflicting_duplicates(
+    items: Sequence[Mapping], report: CheckReport, classes: Sequence[str], root: Path
+) -> tuple[list[Problem], list[Problem]]:
+    """Identical image files with different labels: problems, and warnings when all are slide tiles (blank tiles repeat)."""
+    first: dict[str, Mapping] = {}
+    problems, tile_warnings = [], []
+    for item in items:
+        info = report.info.get(str(root / item["image"]))
+        if info is None or "label" not in item:
+            continue
+        earlier = first.setdefault(info.sha1, item)
+        label, earlier_label = item["label"], earlier["label"]
+        if earlier is item or _comparable(label) == _comparable(earlier_label):
+            continue
+        conflict = Problem(
+            str(root / item["image"]),
+            f"labelled {_label_name(label, classes)!r}, but the identical file {root / earlier['image']} is labelled "
+            f"{_label_name(earlier_label, classes)!r}; keep one label for one image",
+        )
+        (tile_warnings if item.get("slide") and earlier.get("slide") else problems).append(conflict)
+    return problems, tile_warnings
 
 
 def _inspect_or_reason(path: str, is_mask: bool) -> ImageInfo | str:

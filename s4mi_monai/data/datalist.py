@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s4mi_monai import __version__
-from s4mi_monai.data.check import CheckReport, DatasetError, Problem, check_items, duplicates_across_splits
+from s4mi_monai.data.check import MIN_IMAGE_SIDE, CheckedFiles, CheckReport, DatasetError, Problem, check_items, duplicates_across_splits
 from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import (
     DEFAULT_LABEL_FRACTIONS,
@@ -70,11 +70,13 @@ def build_datalist(
     known_problems: Sequence[Problem] = (),
     challenge: str | None = None,
     red_normalization: bool = False,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> dict:
     """Check the items, split them, draw the label fractions and return the datalist dict.
 
     ``challenge`` and ``red_normalization`` are the dataset facts that bundles read from the datalist
-    (:mod:`s4mi_monai.data.profiles`).
+    (:mod:`s4mi_monai.data.profiles`). ``min_side``: the smallest image side accepted, in pixels (kept in the
+    provenance when not the default, so that a training's check of the datalist applies it too).
 
     Raises :class:`DatasetError` listing every problem (``known_problems`` found by the preparer
     while reading the layout, then every file problem) before anything is written.
@@ -82,7 +84,9 @@ def build_datalist(
     root = Path(dataset_dir)
     if not items and not known_problems:
         raise DatasetError([Problem(str(root), "no images found")], f"{name} dataset")
-    report = check_items(items, root, classes, multi_label)
+    checked = CheckedFiles()
+    report = check_items(items, root, classes, multi_label, min_side=min_side, checked=checked)
+    checked.save()
     report.problems[:0] = known_problems
     report.raise_if_problems(f"{name} dataset at {root}")
 
@@ -111,6 +115,11 @@ def build_datalist(
         splits[item.get(FIXED_SPLIT) or split_of[index]].append(clean)
 
     duplicates = duplicates_across_splits(splits, report, root)
+    provenance_extra = dict(extra_provenance or {})
+    if report.warnings:
+        provenance_extra["warnings"] = [*provenance_extra.get("warnings", []), *report.warnings]
+    if min_side != MIN_IMAGE_SIDE:
+        provenance_extra["min_side"] = min_side
     datalist = {
         "name": name,
         "classes": list(classes),
@@ -125,7 +134,7 @@ def build_datalist(
             "counts": split_counts(splits, classes, multi_label),
             "duplicates_across_splits": duplicates,
             "created_by": f"s4mi_monai {__version__}",
-            **(extra_provenance or {}),
+            **provenance_extra,
         },
         **splits,
     }
@@ -256,9 +265,39 @@ def split_items(
     return out
 
 
-def check_datalist(datalist: Mapping) -> CheckReport:
-    """Re-run every file check on a prepared datalist (e.g. after copying data to a new machine)."""
+def check_datalist(datalist: Mapping, checked: CheckedFiles | None = None) -> CheckReport:
+    """Every check of preparation again, on every split of a prepared (or hand-edited) datalist.
+
+    Files, masks, labels (type and range in every split), ``classes`` and ``multi_label`` themselves, and the
+    label fractions (each listed image must be a training image). ``checked``: skip decoding the files that
+    passed before and have not changed since (:class:`CheckedFiles`); without it every file is decoded.
+    """
+    source = datalist.get("datalist_path", "datalist")
+    problems = []
+    if not isinstance(datalist["multi_label"], bool):
+        problems.append(Problem(source, f"multi_label must be true or false, got {datalist['multi_label']!r}"))
+    training_images = {item["image"] for item in datalist["training"]}
+    for key, images in (datalist.get("label_fractions") or {}).items():
+        strays = [image for image in images if image not in training_images]
+        if strays:
+            problems.append(Problem(source, f"label fraction {key} lists {len(strays)} image(s) not in training, e.g. {strays[0]}"))
     items = [item for split in SPLITS for item in datalist[split]]
-    report = check_items(items, datalist["dataset_dir"], datalist["classes"], datalist["multi_label"])
-    report.warnings.extend(duplicates_across_splits({s: datalist[s] for s in SPLITS}, report, datalist["dataset_dir"]))
+    min_side = datalist.get("provenance", {}).get("min_side", MIN_IMAGE_SIDE)
+    report = check_items(items, datalist["dataset_dir"], datalist["classes"], datalist["multi_label"] is True, min_side=min_side, checked=checked)
+    report.problems[:0] = problems
+    if report.info:
+        report.warnings.extend(duplicates_across_splits({s: datalist[s] for s in SPLITS}, report, datalist["dataset_dir"]))
     return report
+
+
+def verify_datalist(datalist: Mapping) -> None:
+    """Check a datalist before a training uses it: every problem at once, naming the file, before the first step.
+
+    Files checked before and unchanged since (size and modification time) are not decoded again, so this
+    costs seconds once and a fraction of a second after (see :class:`CheckedFiles`).
+    """
+    checked = CheckedFiles()
+    report = check_datalist(datalist, checked)
+    checked.save()
+    source = datalist.get("datalist_path", "datalist")
+    report.raise_if_problems(f"datalist {source} (fix it, or prepare it again with `s4mi prepare`)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from s4mi_monai.data.check import DatasetError, Problem
+from s4mi_monai.data.check import MIN_IMAGE_SIDE, DatasetError, Problem
 from s4mi_monai.data.datalist import build_datalist
 from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTIONS
@@ -27,6 +27,7 @@ def prepare_dermofit(
     seed: int = 0,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> dict:
     """Build the Dermofit datalist from the class-folder layout at ``root``."""
     root = Path(root).resolve()
@@ -66,5 +67,6 @@ def prepare_dermofit(
         split_fractions=split_fractions,
         label_fractions=label_fractions,
         known_problems=problems,
+        min_side=min_side,
         **dataset_facts("dermofit"),
     )

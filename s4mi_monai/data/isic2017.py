@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from s4mi_monai.data.check import DatasetError, Problem
+from s4mi_monai.data.check import MIN_IMAGE_SIDE, DatasetError, Problem
 from s4mi_monai.data.datalist import FIXED_SPLIT, build_datalist
 from s4mi_monai.data.profiles import dataset_facts
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTIONS
@@ -83,6 +83,7 @@ def prepare_isic2017(
     seed: int = 0,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> dict:
     """Build the ISIC-2017 datalist from the official layout at ``root`` (see the module docstring)."""
     root = Path(root).resolve()
@@ -108,5 +109,6 @@ def prepare_isic2017(
         label_fractions=label_fractions,
         extra_provenance={"images_without_mask_outside_test": masks_missing},
         known_problems=problems,
+        min_side=min_side,
         **dataset_facts("isic2017"),
     )

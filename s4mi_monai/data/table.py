@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from s4mi_monai.data.check import DatasetError, Problem, check_items, mask_array
+from s4mi_monai.data.check import MIN_IMAGE_SIDE, DatasetError, Problem, check_items, mask_array
 from s4mi_monai.data.datalist import FIXED_SPLIT, build_datalist
 from s4mi_monai.data.splits import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT_FRACTIONS
 from s4mi_monai.transforms.io import to_rgb
@@ -114,6 +114,7 @@ def prepare_csv(
     red_normalization: bool = False,
     encoding: str = "utf-8",
     rare_class_items: int = 3,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> dict:
     """Build a datalist from ``csv_path``; paths in the CSV are relative to ``root`` (default: the CSV's folder).
 
@@ -122,6 +123,7 @@ def prepare_csv(
     ``encoding``: of the CSV text (UTF-8 by default, with or without a byte-order mark). Empty image or label
     cells and an image listed twice are problems; without ``classes``, a class with fewer than
     ``rare_class_items`` items is reported as a warning in the datalist (a typo in a label makes such a class).
+    ``min_side``: images (slides before tiling) smaller than this many pixels on a side are refused.
     """
     csv_path = Path(csv_path).resolve()
     if not csv_path.is_file():
@@ -178,7 +180,7 @@ def prepare_csv(
     dataset_dir = root
     extra = {"csv": str(csv_path), **({"warnings": warnings} if warnings else {})}
     if tile_size:
-        report = check_items(items, root, class_names, multi_label)
+        report = check_items(items, root, class_names, multi_label, min_side=min_side)
         report.problems[:0] = problems
         report.raise_if_problems(f"CSV dataset {csv_path}")
         dataset_dir = Path(tiles_dir).resolve() if tiles_dir else csv_path.parent / f"{csv_path.stem}_tiles"
@@ -197,6 +199,7 @@ def prepare_csv(
         extra_provenance=extra,
         known_problems=problems,
         red_normalization=red_normalization,
+        min_side=min_side,
     )
 
 

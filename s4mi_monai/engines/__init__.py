@@ -3,7 +3,7 @@
 from s4mi_monai.engines.base import CustomIterationTrainer
 from s4mi_monai.engines.benchmark import benchmark
 from s4mi_monai.engines.contrastive import GlobalContrastiveTrainer, LocalContrastiveTrainer
-from s4mi_monai.engines.random_state import TorchRandomState
+from s4mi_monai.engines.random_state import TrainingRandomState
 from s4mi_monai.engines.self_supervised import CASSTrainer, DINOTrainer, SelfSupervisedTrainer
 from s4mi_monai.engines.semi_supervised import CrossTeachingTrainer
 from s4mi_monai.engines.unsupervised import PiCIETrainer, benchmark_clustering, fit_final_centroids, match_clusters
@@ -17,7 +17,7 @@ __all__ = [
     "LocalContrastiveTrainer",
     "PiCIETrainer",
     "SelfSupervisedTrainer",
-    "TorchRandomState",
+    "TrainingRandomState",
     "benchmark",
     "benchmark_clustering",
     "fit_final_centroids",

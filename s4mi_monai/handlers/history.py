@@ -51,7 +51,7 @@ def _iteration_loss(output: Any) -> float | None:
 class EpochHistory:
     """Record, log and plot every training epoch; attach to the trainer.
 
-    Per epoch: mean training loss over its iterations, the trainer's own scalar metrics (``training``, e.g.
+    Per epoch: mean training loss over its iterations and the loss of each iteration, the trainer's own scalar metrics (``training``, e.g.
     the collapse measures of :class:`s4mi_monai.handlers.CollapseMonitor`), learning rate of the optimizer's first param group
     (at the epoch's last iteration), seconds from the epoch's start to the end of its validation, and the
     scalar metrics of ``validator`` when it ran during the epoch. Logs one line per epoch on the
@@ -90,7 +90,8 @@ class EpochHistory:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """One dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``, ``validation`` and ``training`` (metric name -> value)."""
+        """One dict per epoch: ``epoch``, ``loss`` (mean), ``step_losses`` (each iteration's), ``lr``, ``seconds``,
+        ``validation`` and ``training`` (metric name -> value)."""
         return list(self._epochs)
 
     def attach(self, engine: Engine) -> None:
@@ -125,6 +126,7 @@ class EpochHistory:
         record = {
             "epoch": int(engine.state.epoch),
             "loss": sum(self._losses) / len(self._losses) if self._losses else None,
+            "step_losses": list(self._losses),
             "lr": self._lr,
             "seconds": time.perf_counter() - self._epoch_start,
             "validation": self._validation,

@@ -85,11 +85,18 @@ def _fraction(value: object, where: str) -> float:
 
 
 def parse_claims(
-    raw: object, fractions_of: Mapping[str, Sequence[float]], baseline: str | None, where: str, on_error: Callable[[str], Exception] = ValueError
+    raw: object,
+    fractions_of: Mapping[str, Sequence[float]],
+    baseline: str | None,
+    where: str,
+    on_error: Callable[[str], Exception] = ValueError,
+    branches_of: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Claim, ...]:
     """Validate a spec's ``claims`` list against its methods (``fractions_of``: each method's fractions).
 
-    Method names may carry a network (``cass/transformer``); ``versus`` defaults to the spec's baseline.
+    Method names may carry a network (``cass/transformer``), which must be one of the method's
+    ``branches_of`` when given (a misspelt branch would never be judged); ``versus`` defaults to the
+    spec's baseline.
     """
     if raw is None:
         return ()
@@ -110,6 +117,12 @@ def parse_claims(
         for role, name in (("method", method), ("versus", versus)):
             if name.split("/")[0] not in fractions_of:
                 raise on_error(f"{at}: {role} {name!r} is not one of the methods {sorted(fractions_of)}")
+            if "/" in name and branches_of is not None:
+                base, branch = name.split("/", 1)
+                known = list(branches_of.get(base, ()))
+                if branch not in known:
+                    has = f"has the networks {known}" if known else "trains one network (name it without /)"
+                    raise on_error(f"{at}: {role} {name!r}: {base} {has}")
         try:
             fractions = None
             if entry.get("fractions") is not None:

@@ -17,6 +17,7 @@ own that the fine-tuning runs wait for.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import re
@@ -219,6 +220,12 @@ def _check_knobs(method: Method, spec_overrides: Mapping[str, Any], where: str) 
                 raise SpecError(f"{where}: {source} name {key!r}, which {method.bundle} has no knob for{hint}")
 
 
+def method_branches(config_file: Path) -> tuple[str, ...]:
+    """The networks a two-network bundle reports as rows of their own (``cnn``, ``transformer``); () for one network."""
+    found = re.search(r"publish_branch\(@output_dir, @report_branch, (\[[^\]]*\])\)", config_file.read_text())
+    return tuple(ast.literal_eval(found.group(1))) if found else ()
+
+
 def _unknown(keys: Any, allowed: set[str], where: str) -> None:
     extra = sorted(set(keys) - allowed)
     if extra:
@@ -348,7 +355,10 @@ def load_spec(path: str | Path) -> StudySpec:
     if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
         raise SpecError(f"{path}: metrics must be a list of metric names, got {metrics!r}")
     fractions_of = {m.name: m.fractions or fractions for m in methods}
-    claims = parse_claims(raw.get("claims"), fractions_of, None if baseline is None else str(baseline), f"{path}: claims", on_error=SpecError)
+    branches_of = {m.name: method_branches(Path(m.config_file)) for m in methods}
+    claims = parse_claims(
+        raw.get("claims"), fractions_of, None if baseline is None else str(baseline), f"{path}: claims", SpecError, branches_of
+    )
     return StudySpec(
         name=str(raw.get("name") or path.stem),
         datalist=_display_path(datalist),
