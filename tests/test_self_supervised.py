@@ -14,10 +14,10 @@ from monai.transforms import NormalizeIntensity
 from torch import nn
 from torch.utils.data import DataLoader
 
-from s4mi_monai.bundle import branch_parameters, cass_predictors
+from s4mi_monai.bundle import branch_parameters, cass_loss_function, cass_predictors
 from s4mi_monai.engines import CASSTrainer, DINOTrainer, benchmark
 from s4mi_monai.handlers import CollapseMonitor, EMATeacher, FreezeLastLayer, RepresentationCollapse, ScheduleHandler, output_similarity
-from s4mi_monai.losses import DINOLoss
+from s4mi_monai.losses import DINOLoss, cass_loss, cass_variance_loss, spread_penalties
 from s4mi_monai.networks import DINOHead, MultiCropWrapper, ProjectionHead, build_backbone
 from s4mi_monai.transforms import MultiCropBatch, NormalizeBatch, RedChannelNormalize
 
@@ -62,7 +62,7 @@ def _dino_trainer(max_epochs: int = 1, momentum: float = 0.996, lr: float = 1e-3
     )
 
 
-def _cass_trainer(max_epochs: int = 1, lr: float = 1e-3, predictors: nn.ModuleDict | None = None) -> CASSTrainer:
+def _cass_trainer(max_epochs: int = 1, lr: float = 1e-3, predictors: nn.ModuleDict | None = None, loss_function=cass_loss) -> CASSTrainer:
     torch.manual_seed(0)
     cnn = MultiCropWrapper(TinyCNN(), ProjectionHead(16, 8))
     vit = MultiCropWrapper(build_backbone("vit_ti16", 32), ProjectionHead(192, 8))
@@ -78,6 +78,7 @@ def _cass_trainer(max_epochs: int = 1, lr: float = 1e-3, predictors: nn.ModuleDi
         transformer=vit,
         transformer_optimizer=torch.optim.Adam(branch_parameters(vit, predictors, "transformer"), lr=lr),
         predictors=predictors,
+        loss_function=loss_function,
         train_handlers=[CollapseMonitor()],
         generator=torch.Generator().manual_seed(0),
     )
@@ -153,6 +154,53 @@ def test_cass_predictor_stabiliser_trains_the_predictors_with_their_branches():
         cass_predictors("byol", 8)
     with pytest.raises(ValueError, match="needs a 'cnn' and a 'transformer' predictor"):
         _cass_trainer(predictors=nn.ModuleDict({"cnn": nn.Linear(8, 8)}))
+
+
+def test_spread_penalties_are_one_for_a_constant_output_and_near_zero_for_spread_outputs():
+    constant = torch.ones(16, 8) * torch.linspace(1, 2, 8)
+    variance, covariance = spread_penalties(constant)
+    assert variance == pytest.approx(0.99, abs=1e-3) and covariance == pytest.approx(0, abs=1e-6)
+    variance, covariance = spread_penalties(torch.randn(4096, 8, generator=torch.Generator().manual_seed(0)))
+    assert variance < 0.05 and covariance < 0.1
+    with pytest.raises(ValueError, match="B >= 2"):
+        spread_penalties(torch.ones(1, 8))
+
+
+def _agreement_training(loss_function, steps: int = 150) -> tuple[float, float]:
+    """Two small networks of different design pulled together on noisy copies of 64 inputs, as CASS does; returns
+    the mean pairwise cosine between different inputs' outputs (1: constant) and the mean cosine of the two
+    networks' outputs for the same input (1: they agree)."""
+    torch.manual_seed(0)
+    inputs = torch.randn(64, 16)
+    first = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    second = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 8))
+    optimizer = torch.optim.Adam([*first.parameters(), *second.parameters()], lr=1e-2)
+    for _ in range(steps):
+        view = inputs + 0.1 * torch.randn_like(inputs)
+        loss = loss_function(first(view), second(view))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        z_first, z_second = nn.functional.normalize(first(inputs), dim=1), nn.functional.normalize(second(inputs), dim=1)
+        pairwise = (z_first @ z_first.T)[~torch.eye(64, dtype=torch.bool)].mean()
+        return float(pairwise), float((z_first * z_second).sum(dim=1).mean())
+
+
+def test_the_variance_stabiliser_keeps_images_apart_where_plain_cass_drifts_to_one_output():
+    plain_pairwise, plain_agreement = _agreement_training(cass_loss)
+    pairwise, agreement = _agreement_training(cass_variance_loss)
+    assert plain_pairwise > 0.85 and plain_agreement > 0.99  # measured 0.897 and 0.9999: heading for a constant
+    assert pairwise < 0.1 and agreement > 0.99  # measured -0.016 and 0.998: the networks agree, the images stay apart
+
+
+def test_cass_variance_stabiliser_is_a_loss_of_the_trainer_without_predictors():
+    assert cass_loss_function("variance") is cass_variance_loss and cass_loss_function("none") is cass_loss
+    assert cass_loss_function("predictor") is cass_loss and len(cass_predictors("variance", 8)) == 0
+    with pytest.raises(ValueError, match="--stabiliser must be one of"):
+        cass_loss_function("byol")
+    plain, stabilised = _losses(_cass_trainer()), _losses(_cass_trainer(loss_function=cass_variance_loss))
+    assert stabilised[0] > plain[0]  # the same first step, plus the spread terms of two near-constant outputs
 
 
 def test_cass_trainer_zeroes_gradients_between_steps():

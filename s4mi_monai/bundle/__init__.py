@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -394,8 +394,9 @@ def finetuning_start(pretraining: str, global_path: str, local_path: str) -> tup
     return None, "encoder"
 
 
-CASS_STABILISERS = ("none", "predictor")
-"""``--stabiliser`` of the CASS bundles: plain CASS, or the opt-in predictor with stop-gradient (a deviation)."""
+CASS_STABILISERS = ("none", "predictor", "variance")
+"""``--stabiliser`` of the CASS bundles: plain CASS, or an opt-in deviation: the predictor with stop-gradient, or
+VICReg's variance and covariance terms added to the loss."""
 
 
 def cass_predictors(stabiliser: str, dim: int) -> torch.nn.ModuleDict:
@@ -404,9 +405,19 @@ def cass_predictors(stabiliser: str, dim: int) -> torch.nn.ModuleDict:
 
     if stabiliser not in CASS_STABILISERS:
         raise ValueError(f"--stabiliser must be one of {CASS_STABILISERS}, got {stabiliser!r}")
-    if stabiliser == "none":
+    if stabiliser != "predictor":
         return torch.nn.ModuleDict()
     return torch.nn.ModuleDict({"cnn": PredictionHead(dim), "transformer": PredictionHead(dim)})
+
+
+def cass_loss_function(stabiliser: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss of CASS's ``--stabiliser`` for two outputs: the variance stabiliser's, else the CASS loss (the predictor
+    stabiliser's loss is taken by the trainer, which has the predictors)."""
+    from s4mi_monai.losses import cass_loss, cass_variance_loss
+
+    if stabiliser not in CASS_STABILISERS:
+        raise ValueError(f"--stabiliser must be one of {CASS_STABILISERS}, got {stabiliser!r}")
+    return cass_variance_loss if stabiliser == "variance" else cass_loss
 
 
 def branch_parameters(network: torch.nn.Module, predictors: torch.nn.ModuleDict, branch: str) -> list[torch.nn.Parameter]:

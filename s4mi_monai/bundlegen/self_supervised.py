@@ -295,6 +295,7 @@ def _cass_section() -> dict[str, Any]:
             "transformer": "@ssl#transformer",
             "transformer_optimizer": "@ssl#transformer_optimizer",
             "predictors": "@ssl#predictors",
+            "loss_function": "$@s4mi_monai.bundle.cass_loss_function(@stabiliser)",
             "views": "@ssl#views",
             "normalize": "@ssl#normalize",
             "amp": "@use_amp",

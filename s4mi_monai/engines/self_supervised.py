@@ -137,10 +137,11 @@ class CASSTrainer(SelfSupervisedTrainer):
     before backward (the reference notebook never zeroed them) and both optimizers step. A learning-rate
     schedule per optimizer attaches as ordinary handlers.
 
-    ``predictors`` (the opt-in stabiliser, a deviation from CASS): a ``ModuleDict`` with a ``"cnn"`` and a
+    ``predictors`` (the opt-in predictor stabiliser, a deviation from CASS): a ``ModuleDict`` with a ``"cnn"`` and a
     ``"transformer"`` :class:`s4mi_monai.networks.PredictionHead`; the loss is then
     :func:`s4mi_monai.losses.cass_predictor_loss`. Each predictor's parameters belong in its branch's optimizer.
-    Empty or None: plain CASS.
+    Empty or None: ``loss_function`` of the two outputs (default :func:`s4mi_monai.losses.cass_loss`, plain CASS;
+    :func:`s4mi_monai.losses.cass_variance_loss` for the variance stabiliser).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Losses of s4mi_monai, one module per family, each formula in its docstring."""
 
-from s4mi_monai.losses.cass import cass_loss, cass_predictor_loss
+from s4mi_monai.losses.cass import cass_loss, cass_predictor_loss, cass_variance_loss, spread_penalties
 from s4mi_monai.losses.classification import LOSS_KINDS, ClassificationLoss, classification_loss, inverse_frequency_weights
 from s4mi_monai.losses.contrastive import (
     PIXEL_SAMPLING,
@@ -17,6 +17,8 @@ from s4mi_monai.losses.segmentation import CrossTeachingLoss, ssl4mis_dice_loss,
 __all__ = [
     "cass_loss",
     "cass_predictor_loss",
+    "cass_variance_loss",
+    "spread_penalties",
     "CrossTeachingLoss",
     "ssl4mis_dice_loss",
     "supervised_segmentation_loss",

@@ -39,4 +39,41 @@ def cass_predictor_loss(p_cnn: torch.Tensor, z_cnn: torch.Tensor, p_vit: torch.T
     return 0.5 * (cass_loss(p_cnn, z_vit.detach()) + cass_loss(p_vit, z_cnn.detach()))
 
 
-__all__ = ["cass_loss", "cass_predictor_loss"]
+def spread_penalties(z: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's variance and covariance terms (Bardes et al. 2022) of a batch of L2-normalised outputs.
+
+    With ``u = √D · z / ||z||`` (unit-variance scale for outputs spread over the sphere), over the batch:
+    ``v = mean_d relu(1 − sqrt(Var(u_d) + eps))`` (1 when every image has the same output, 0 when every
+    dimension varies) and ``c = Σ_{i≠j} Cov(u)_ij² / D`` (0 when the dimensions are decorrelated). Working on
+    the normalised outputs matters: the CASS loss ignores the scale, so raw outputs could meet the variance
+    target by growing while their directions collapse.
+    """
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise ValueError(f"spread_penalties needs a (B >= 2, D) batch, got {tuple(z.shape)}")
+    n, dim = z.shape
+    u = F.normalize(z, dim=1) * dim**0.5
+    u = u - u.mean(dim=0)
+    variance = F.relu(1 - torch.sqrt(u.var(dim=0) + eps)).mean()
+    covariance = (u.T @ u) / (n - 1)
+    off_diagonal = covariance - torch.diag(torch.diagonal(covariance))
+    return variance, off_diagonal.pow(2).sum() / dim
+
+
+def cass_variance_loss(
+    z_cnn: torch.Tensor, z_vit: torch.Tensor, variance_weight: float = 1.0, covariance_weight: float = 0.04
+) -> torch.Tensor:
+    """The variance stabiliser (an opt-in deviation from CASS): the CASS loss plus VICReg's spread terms per branch.
+
+    ``L = D(z_cnn, z_vit) + α [v(z_cnn) + v(z_vit)] + β [c(z_cnn) + c(z_vit)]`` with ``D`` = :func:`cass_loss` and
+    ``v``, ``c`` from :func:`spread_penalties`; α = 1, β = 0.04 keep VICReg's ratio of invariance to variance to
+    covariance (25 : 25 : 1). CASS's idea is kept whole (one view, the CNN and the transformer pull each other,
+    both learn, no stop-gradient); the extra terms make the constant output, CASS's collapse from random
+    initialisation, cost α per branch instead of nothing.
+    """
+    variance_cnn, covariance_cnn = spread_penalties(z_cnn)
+    variance_vit, covariance_vit = spread_penalties(z_vit)
+    spread = variance_weight * (variance_cnn + variance_vit) + covariance_weight * (covariance_cnn + covariance_vit)
+    return cass_loss(z_cnn, z_vit) + spread
+
+
+__all__ = ["cass_loss", "cass_predictor_loss", "cass_variance_loss", "spread_penalties"]
