@@ -24,6 +24,7 @@ What holds in a distributed run:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -252,7 +253,21 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+# How long the last rank to leave holds off the interpreter's exit, the GIL released (see ``shutdown``).
+EXIT_GRACE_SECONDS = 0.5
+
+
 def shutdown() -> None:
-    """Leave the process group (the overlay's ``finalize``); a no-op outside a distributed run."""
+    """Leave the process group (the overlay's ``finalize``); a no-op outside a distributed run.
+
+    A gloo worker thread drops its last reference to a collective's tensors a moment after the
+    collective returns; when the tensor was made in Python that decref takes the GIL, and a thread that
+    takes the GIL while the interpreter is finalising is unwound and aborts the process ("terminate
+    called without an active exception", exit -6) after all the work is done (PyTorch issues 179291,
+    190489). So every rank meets at a barrier (a collective without Python tensors), leaves the group,
+    then sleeps briefly with the GIL released so that such a thread can finish before the exit.
+    """
     if is_distributed():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+        time.sleep(EXIT_GRACE_SECONDS)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import multiprocessing
+import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +190,44 @@ def test_isic_classes_differ_visibly_by_lesion_colour(tmp_path: Path) -> None:
     predicted = np.argmin(((features[~train, None] - centroids) ** 2).sum(axis=-1), axis=1)
     balanced_accuracy = np.mean([np.mean(predicted[labels[~train] == c] == c) for c in range(3)])
     assert balanced_accuracy > 0.8
+
+
+def _ensure_and_read(datalist: dict, seen: dict) -> None:
+    from s4mi_monai.data.demo_datalists import ensure_demo_files
+
+    ensure_demo_files(datalist)
+    root = Path(datalist["dataset_dir"])
+    seen[os.getpid()] = [(root / item["image"]).read_text() for item in datalist["training"]]
+
+
+def test_processes_asking_for_demo_data_at_once_generate_it_once_and_never_see_it_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from s4mi_monai.data import demo_datalists
+
+    generations = tmp_path / "generations.log"
+    splits = {"training": [{"image": f"{index}.txt"} for index in range(4)], "validation": [], "test": []}
+
+    def slow_prepare_demo(demo_root: Path, datalist_dir: Path, seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
+        with generations.open("a") as log:
+            log.write(f"{os.getpid()}\n")
+        (Path(demo_root) / "isic2017").mkdir(parents=True)
+        for item in splits["training"]:  # slowly, as the real generator: a reader must not start half-way
+            (Path(demo_root) / "isic2017" / item["image"]).write_text("complete")
+            time.sleep(0.1)
+        Path(datalist_dir).mkdir(parents=True)
+        written = Path(datalist_dir) / "demo_isic2017.json"
+        written.write_text(json.dumps(splits))
+        return {"isic2017": written}
+
+    monkeypatch.setattr(demo_datalists, "prepare_demo", slow_prepare_demo)
+    datalist = {"name": "isic2017", "dataset_dir": str(tmp_path / "demo_data" / "isic2017"), "provenance": {"demo_seed": 0}, **splits}
+    context = multiprocessing.get_context("fork")  # the patched generator is inherited
+    seen = context.Manager().dict()
+    processes = [context.Process(target=_ensure_and_read, args=(datalist, seen)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    assert len(generations.read_text().splitlines()) == 1
+    assert list(seen.values()) == [["complete"] * 4] * 3
+    assert sorted(path.name for path in (tmp_path / "demo_data").iterdir()) == [".generating.lock", "isic2017"]

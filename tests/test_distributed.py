@@ -39,6 +39,14 @@ def one_rank_group():
     torch.distributed.destroy_process_group()
 
 
+def test_shutdown_leaves_the_group_and_is_a_no_op_outside_one(monkeypatch):
+    monkeypatch.setattr(distributed, "EXIT_GRACE_SECONDS", 0.0)
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    distributed.shutdown()
+    assert not distributed.is_distributed()
+    distributed.shutdown()
+
+
 def test_outside_torchrun_the_helpers_are_single_process_and_initialize_says_how_to_start(monkeypatch):
     for name in distributed.TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -126,7 +134,7 @@ def _centre_on_rank(rank: int, port: int, outputs: list[torch.Tensor], centres: 
     loss = DINOLoss(out_dim=3, center_momentum=0.5)
     loss.update_center(outputs[rank])
     centres[rank] = loss.center.clone()
-    torch.distributed.destroy_process_group()
+    distributed.shutdown()
 
 
 def _free_port() -> int:
@@ -152,7 +160,7 @@ def _average_on_rank(rank: int, port: int, grads: dict) -> None:
         module["one_rank"].weight.grad = torch.tensor([[4.0, 0.0]])  # rank 0 has none: it counts as 0
     distributed.GradientAverage(module)()
     grads[rank] = {name: module[name].weight.grad for name in names}
-    torch.distributed.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_gradient_average_over_ranks_counts_a_missing_gradient_as_zero_and_leaves_unused_parameters_alone():
@@ -201,7 +209,7 @@ def _kmeans_on_rank(rank: int, port: int, results: dict) -> None:
     for batch in _kmeans_batches()[rank]:
         kmeans.partial_fit(batch)
     results[rank] = (kmeans.centroids.clone(), kmeans.counts.clone(), kmeans.mean_squared_distance)
-    torch.distributed.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_kmeans_across_ranks_equals_one_process_clustering_the_union_of_their_batches():
@@ -236,7 +244,7 @@ def _ntxent_on_rank(rank: int, port: int, grads: dict) -> None:
     NTXentLoss(0.5)(distributed.gather_with_gradients(z1), distributed.gather_with_gradients(z2)).backward()
     distributed.GradientAverage(network)()
     grads[rank] = network.weight.grad.clone()
-    torch.distributed.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_global_contrast_over_ranks_has_the_gradient_of_one_process_with_the_whole_batch():

@@ -7,10 +7,14 @@ there yet, :func:`ensure_demo_files` regenerates them (deterministically, in a f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from s4mi_monai.data.datalist import SPLITS, save_datalist
@@ -55,14 +59,49 @@ def prepare_demo(
 
 
 def ensure_demo_files(datalist: Mapping) -> None:
-    """Regenerate the demo images behind a demo datalist whose files are missing."""
+    """Regenerate the demo images behind a demo datalist whose files are missing.
+
+    Several processes may ask at once (every rank of a ``torchrun`` job on a fresh clone): one generates,
+    under a lock, into a scratch folder beside the demo folder and moves each dataset into place whole;
+    the others wait for the lock and find the files there. A dataset is never seen half-written.
+    """
     seed = datalist.get("provenance", {}).get("demo_seed")
     root = Path(datalist["dataset_dir"])
-    if seed is None or (root / datalist["training"][0]["image"]).is_file():
+    if seed is None or not _missing_files(datalist):
         return
-    logger.info("demo data not found under %s: generating it (seed %s)", root, seed)
-    with tempfile.TemporaryDirectory() as scratch:
-        fresh = prepare_demo(root.parent, scratch, seed=seed, overwrite=True)
-        regenerated = json.loads(Path(fresh[datalist["name"]]).read_text())
+    demo_root = root.parent
+    demo_root.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(demo_root / ".generating.lock"):
+        if not _missing_files(datalist):
+            return  # another process generated them while this one waited
+        logger.info("demo data not found under %s: generating it (seed %s)", root, seed)
+        with tempfile.TemporaryDirectory(dir=demo_root, prefix=".generating-") as scratch:
+            fresh = prepare_demo(Path(scratch) / "demo_data", Path(scratch) / "datalists", seed=seed, overwrite=True)
+            regenerated = json.loads(Path(fresh[datalist["name"]]).read_text())
+            for generated in sorted((Path(scratch) / "demo_data").iterdir()):
+                target = demo_root / generated.name
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(generated, target)
     if any(regenerated[split] != datalist[split] for split in SPLITS):
         logger.warning("the regenerated demo data differs from %s; rerun `s4mi demo-data`", datalist.get("datalist_path"))
+
+
+def _missing_files(datalist: Mapping) -> bool:
+    """Whether an image or mask named by any split of ``datalist`` is not on disk."""
+    root = Path(datalist["dataset_dir"])
+    for split in SPLITS:
+        for item in datalist.get(split, []):
+            if any(key in item and not (root / item[key]).is_file() for key in ("image", "mask")):
+                return True
+    return False
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if absent); other processes block until it is released."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
