@@ -22,6 +22,7 @@ from s4mi_monai.data import (
     save_datalist,
 )
 from s4mi_monai.data.check import MIN_IMAGE_SIDE
+from s4mi_monai.study.page import PageError
 from s4mi_monai.study.spec import SpecError
 
 
@@ -248,23 +249,34 @@ class S4MI:
         out: str | None = None,
         n_boot: int = 1000,
         seed: int = 0,
+        page: str | None = None,
     ) -> str:
         """Tables with 95 % intervals, paired comparisons and figures of a study folder (or of run folders).
 
         Writes report.md, table_<metric>.csv, comparisons.csv and figure_<metric>.png to ``--out``
-        (default: ``<study>/report``) and prints the markdown.
+        (default: ``<study>/report``) and prints the markdown. ``--page docs/results.md`` also refills that
+        page's blocks for this study (``<!-- report STUDY claims -->`` ... ``<!-- /report -->``; parts
+        ``progress``, ``claims``, ``table METRIC``), keeping the prose around them.
         """
         from s4mi_monai.study.report import build_report, markdown_report, write_report
 
         chosen = metrics.split(",") if isinstance(metrics, str) else metrics
+        is_study = len(paths) == 1 and Path(paths[0], "study.json").is_file()
+        if page is not None and not is_study:
+            raise PageError(f"--page refills a page from one study folder (with study.json), not from {list(paths)}")
         report = build_report(paths, metrics=chosen, baseline=baseline, n_boot=n_boot, seed=seed)
         if out is None:
-            out = str(Path(paths[0]) / "report") if len(paths) == 1 and Path(paths[0], "study.json").is_file() else "report"
+            out = str(Path(paths[0]) / "report") if is_study else "report"
         written = write_report(report, out)
-        return markdown_report(report) + "\n" + "\n".join(f"wrote {path}" for path in written)
+        lines = [f"wrote {path}" for path in written]
+        if page is not None:
+            from s4mi_monai.study.page import update_page
+
+            lines.append(f"refilled {update_page(page, report, paths[0])} block(s) of {page}")
+        return markdown_report(report) + "\n" + "\n".join(lines)
 
 
-USER_ERRORS = (DatasetError, SpecError, FileNotFoundError)
+USER_ERRORS = (DatasetError, SpecError, PageError, FileNotFoundError)
 """Problems with the user's input: printed as a message (every problem listed) and exit status 2, no traceback."""
 
 

@@ -16,7 +16,8 @@ from s4mi_monai.metrics.samples import PerImageRecords, read_samples, write_samp
 from s4mi_monai.metrics.statistics import Interval, PairedComparison
 from s4mi_monai.study import expand_runs, load_spec, run_study
 from s4mi_monai.study.claims import MIN_SEEDS, judge
-from s4mi_monai.study.report import build_report, claims_csv, comparisons_csv, markdown_report, table_csv, write_report
+from s4mi_monai.study.page import PageError, update_page
+from s4mi_monai.study.report import build_report, claims_csv, comparisons_csv, markdown_report, markdown_table, table_csv, write_report
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parents[1]
@@ -256,3 +257,57 @@ def test_claims_get_a_verdict_per_fraction_from_both_intervals(tmp_path):
     rows = claims_csv(report).splitlines()
     assert rows[0].startswith("claim,metric,method,versus,fraction") and len(rows) == 1 + len(report.verdicts)
     assert "claims.csv" in {path.name for path in write_report(report, tmp_path / "out")}
+
+
+PAGE = """# Results
+
+Prose before.
+
+<!-- report study progress -->
+stale progress
+<!-- /report -->
+
+Prose between.
+
+<!-- report study table f1_macro -->
+old table
+<!-- /report -->
+<!-- report another_study claims -->
+another study's table
+<!-- /report -->
+The end.
+"""
+
+
+def test_a_results_page_gets_its_study_blocks_refilled_and_keeps_its_prose(fake_study, tmp_path):
+    page = tmp_path / "results.md"
+    page.write_text(PAGE)
+    printed = S4MI().report(str(fake_study), metrics="f1_macro", n_boot=50, page=str(page))
+    assert f"refilled 2 block(s) of {page}" in printed
+    refilled = page.read_text()
+    assert "stale progress" not in refilled and "old table" not in refilled
+    assert "11 of 12 fine-tuning runs have results (1 to run)." in refilled
+    assert "| supervised | 10 %, 100 % | 0, 1, 2 | 6 of 6 |" in refilled
+    assert "| dino | 10 %, 100 % | 0, 1 | 5 of 6 |" in refilled  # its seed-2 run at 100 % failed
+    report = build_report([fake_study], metrics=["f1_macro"], n_boot=50)
+    assert markdown_table(report, "f1_macro") in refilled
+    for prose in ("Prose before.", "Prose between.", "another study's table", "The end."):
+        assert prose in refilled
+    S4MI().report(str(fake_study), metrics="f1_macro", n_boot=50, page=str(page))
+    assert page.read_text() == refilled  # refilling is idempotent
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("# Results\nno blocks\n", "has no block for study study: add `<!-- report study claims -->`"),
+        ("<!-- report study tabel f1_macro -->\n<!-- /report -->\n", r"unknown part\(s\) \['tabel f1_macro'\] for study study; parts: progress, claims, table f1_macro"),
+    ],
+)
+def test_a_page_that_cannot_be_refilled_is_named_and_left_as_it_was(fake_study, tmp_path, text, message):
+    page = tmp_path / "results.md"
+    page.write_text(text)
+    report = build_report([fake_study], metrics=["f1_macro"], n_boot=50)
+    with pytest.raises(PageError, match=message) as raised:
+        update_page(page, report, fake_study)
+    assert str(page) in str(raised.value) and page.read_text() == text

@@ -380,7 +380,8 @@ def markdown_table(report: StudyReport, metric: str) -> str:
     return "\n".join(lines)
 
 
-def _interval_note(report: StudyReport, metric: str) -> str:
+def interval_note(report: StudyReport, metric: str) -> str:
+    """What the intervals of a metric's table are: over seeds, or (one seed, marked) over test images."""
     cells = [c for (m, _, _), c in report.cells.items() if m == metric]
     seeds = sorted({len(c.seeds) for c in cells if not c.bootstrapped})
     notes = []
@@ -453,7 +454,7 @@ def markdown_report(report: StudyReport) -> str:
     if report.claims:
         parts += _claims_section(report)
     for metric in report.metrics:
-        parts += ["", f"## {metric_label(metric)} (`{metric}`)", "", markdown_table(report, metric), "", _interval_note(report, metric)]
+        parts += ["", f"## {metric_label(metric)} (`{metric}`)", "", markdown_table(report, metric), "", interval_note(report, metric)]
         comparisons = comparison_table(report, metric) if report.baseline else ""
         if comparisons:
             parts += ["", f"Paired comparison with `{report.baseline}` on the same test images, seed by seed:", "", comparisons]
