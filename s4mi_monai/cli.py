@@ -249,14 +249,14 @@ class S4MI:
         out: str | None = None,
         n_boot: int = 1000,
         seed: int = 0,
-        page: str | None = None,
+        page: str | Sequence[str] | None = None,
     ) -> str:
         """Tables with 95 % intervals, paired comparisons and figures of a study folder (or of run folders).
 
         Writes report.md, table_<metric>.csv, comparisons.csv and figure_<metric>.png to ``--out``
-        (default: ``<study>/report``) and prints the markdown. ``--page docs/results.md`` also refills that
-        page's blocks for this study (``<!-- report STUDY claims -->`` ... ``<!-- /report -->``; parts
-        ``progress``, ``claims``, ``table METRIC``), keeping the prose around them.
+        (default: ``<study>/report``) and prints the markdown. ``--page docs/results.md`` (or several pages,
+        comma-separated) also refills each page's blocks for this study (``<!-- report STUDY claims -->`` ...
+        ``<!-- /report -->``; parts ``progress``, ``claims``, ``table METRIC``), keeping the prose around them.
         """
         from s4mi_monai.study.report import build_report, markdown_report, write_report
 
@@ -270,9 +270,10 @@ class S4MI:
         written = write_report(report, out)
         lines = [f"wrote {path}" for path in written]
         if page is not None:
-            from s4mi_monai.study.page import update_page
+            from s4mi_monai.study.page import update_pages
 
-            lines.append(f"refilled {update_page(page, report, paths[0])} block(s) of {page}")
+            pages = page.split(",") if isinstance(page, str) else list(page)
+            lines += [f"refilled {count} block(s) of {path}" for path, count in update_pages(pages, report, paths[0]).items()]
         return markdown_report(report) + "\n" + "\n".join(lines)
 
 

@@ -311,3 +311,16 @@ def test_a_page_that_cannot_be_refilled_is_named_and_left_as_it_was(fake_study, 
     with pytest.raises(PageError, match=message) as raised:
         update_page(page, report, fake_study)
     assert str(page) in str(raised.value) and page.read_text() == text
+
+
+def test_several_pages_are_all_checked_before_any_is_written(fake_study, tmp_path):
+    good, bad = tmp_path / "results.md", tmp_path / "README.md"
+    good.write_text(PAGE)
+    bad.write_text("# A bundle README without the study's block\n")
+    with pytest.raises(PageError, match="README.md has no block for study study"):
+        S4MI().report(str(fake_study), metrics="f1_macro", n_boot=50, page=f"{good},{bad}")
+    assert good.read_text() == PAGE
+    bad.write_text("<!-- report study table f1_macro -->\n<!-- /report -->\n")
+    printed = S4MI().report(str(fake_study), metrics="f1_macro", n_boot=50, page=f"{good},{bad}")
+    assert f"refilled 2 block(s) of {good}" in printed and f"refilled 1 block(s) of {bad}" in printed
+    assert "| supervised |" in bad.read_text()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ from s4mi_monai.study.spec import run_folder
 if TYPE_CHECKING:
     from s4mi_monai.study.report import StudyReport
 
-__all__ = ["BLOCK", "PageError", "page_parts", "progress_text", "update_page"]
+__all__ = ["BLOCK", "PageError", "page_parts", "progress_text", "update_page", "update_pages"]
 
 
 class PageError(ValueError):
@@ -73,20 +74,29 @@ def update_page(page: str | Path, report: StudyReport, study: str | Path) -> int
     Raises :class:`PageError` naming the page when it has no block for the study or asks for an unknown part,
     before anything is written.
     """
-    page, name = Path(page), Path(study).name
-    parts = page_parts(report, study)
-    text = page.read_text(encoding="utf-8")
-    mine = [match for match in BLOCK.finditer(text) if match["study"] == name]
-    if not mine:
-        raise PageError(f"{page} has no block for study {name}: add `<!-- report {name} claims -->` and `<!-- /report -->` around the table to refill")
-    unknown = sorted({match["part"].strip() for match in mine} - set(parts))
-    if unknown:
-        raise PageError(f"{page}: unknown part(s) {unknown} for study {name}; parts: {', '.join(parts)}")
+    return update_pages([page], report, study)[str(page)]
 
-    def refill(match: re.Match[str]) -> str:
-        if match["study"] != name:
-            return match[0]
-        return f"{match['start']}{parts[match['part'].strip()]}\n{match['end']}"
 
-    atomic_write_text(page, BLOCK.sub(refill, text))
-    return len(mine)
+def update_pages(pages: Sequence[str | Path], report: StudyReport, study: str | Path) -> dict[str, int]:
+    """:func:`update_page` for several pages: every page is checked before any is written."""
+    name, parts = Path(study).name, page_parts(report, study)
+    refilled: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for page in map(Path, pages):
+        text = page.read_text(encoding="utf-8")
+        mine = [match for match in BLOCK.finditer(text) if match["study"] == name]
+        if not mine:
+            raise PageError(f"{page} has no block for study {name}: add `<!-- report {name} claims -->` and `<!-- /report -->` around the table to refill")
+        unknown = sorted({match["part"].strip() for match in mine} - set(parts))
+        if unknown:
+            raise PageError(f"{page}: unknown part(s) {unknown} for study {name}; parts: {', '.join(parts)}")
+
+        def refill(match: re.Match[str]) -> str:
+            if match["study"] != name:
+                return match[0]
+            return f"{match['start']}{parts[match['part'].strip()]}\n{match['end']}"
+
+        refilled[str(page)], counts[str(page)] = BLOCK.sub(refill, text), len(mine)
+    for page, text in refilled.items():
+        atomic_write_text(page, text)
+    return counts
