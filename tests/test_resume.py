@@ -93,13 +93,13 @@ CASES = [(name, 0) for name in TRAINERS] + [("supervised", 2), ("cross_teaching"
 @pytest.mark.parametrize(("name", "num_workers"), CASES)
 def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_run(name: str, num_workers: int, tmp_path: Path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    _finish(_start(name, reference, num_workers), reference)
-    expected = _history(reference, name)
-    assert len(expected) == 4 and all(epoch["step_losses"] for epoch in expected)
-
+    uninterrupted = _start(name, reference, num_workers)  # side by side with the run to kill: one thread each
     rng = random.Random(f"{name}-{num_workers}")
     process = _start(name, killed, num_workers)
     delay = _kill_at_a_random_step(process, killed, name, rng)
+    _finish(uninterrupted, reference)
+    expected = _history(reference, name)
+    assert len(expected) == 4 and all(epoch["step_losses"] for epoch in expected)
     interrupted = _history(killed, name)
     assert len(interrupted) < 4, f"the run ended before the kill ({delay:.1f} s after its first checkpoint)"
     _finish(_start(name, killed, num_workers), killed)
