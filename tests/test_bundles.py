@@ -486,6 +486,26 @@ def test_pretrain_writes_each_backbone_and_skips_a_finished_pretraining(tmp_path
     assert trainer.runs == 2, "the pretrain id always pretrains"
 
 
+@pytest.mark.parametrize(
+    ("dataset_size", "batch_size", "world_size", "dropped"),
+    [
+        (17, 8, 1, True),  # 8 + 8 + 1: the lone image goes
+        (18, 8, 1, False),  # 8 + 8 + 2: kept
+        (16, 8, 1, False),
+        (1, 8, 1, False),  # a one-image dataset has nothing else to train on
+        (9, 8, 1, True),
+        (33, 8, 2, True),  # 17 per rank (padded): 8 + 8 + 1
+        (34, 8, 2, True),
+        (35, 8, 2, False),
+    ],
+)
+def test_a_training_loader_drops_a_last_batch_of_one_image_only(monkeypatch, dataset_size, batch_size, world_size, dropped):
+    from s4mi_monai.bundle import drop_single_image_batch
+
+    monkeypatch.setenv("WORLD_SIZE", str(world_size))
+    assert drop_single_image_batch(dataset_size, batch_size) is dropped
+
+
 def test_epochs_for_iterations():
     from s4mi_monai.bundle import epochs_for_iterations
 

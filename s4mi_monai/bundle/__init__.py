@@ -17,7 +17,7 @@ import torch
 
 from s4mi_monai.data.check import IMAGE_SUFFIXES, inspect_file
 from s4mi_monai.data.datalist import load_datalist, verify_datalist
-from s4mi_monai.distributed import barrier, is_main_process, unwrap
+from s4mi_monai.distributed import barrier, is_main_process, launch_world_size, unwrap
 from s4mi_monai.io import write_json
 from s4mi_monai.metrics.samples import ARRAYS, SAMPLES_FILE, write_samples
 
@@ -507,6 +507,17 @@ def branch_model_path(model_path: str, branch: str) -> str:
     if info.is_file() and json.loads(info.read_text()).get("branch") == branch:
         return model_path
     return str(Path(model_path).parent / branch / "model.pt")
+
+
+def drop_single_image_batch(dataset_size: int, batch_size: int) -> bool:
+    """A training loader's ``drop_last``: true only when its last batch would hold a single image (on each rank).
+
+    BatchNorm cannot train on one image whose deepest feature map is 1x1 (32 px through a ResNet: PyTorch stops
+    with "Expected more than 1 value per channel when training"), and at any size one image's statistics are
+    noise. Any larger remainder is kept, so no other run changes; a dataset of one image is left as it is.
+    """
+    per_rank = -(-dataset_size // launch_world_size())  # the overlay's DistributedSampler pads every rank to one share
+    return per_rank > batch_size and per_rank % batch_size == 1
 
 
 def epochs_for_iterations(max_iterations: int | str | None, max_epochs: int, iterations_per_epoch: int) -> int:

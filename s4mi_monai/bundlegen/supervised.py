@@ -72,6 +72,7 @@ def training_objects(
                 "dataset": ref("train#dataset"),
                 "batch_size": "@batch_size",
                 "shuffle": True,
+                "drop_last": f"$@s4mi_monai.bundle.drop_single_image_batch(len({ref('train#dataset')}), @batch_size)",
                 "num_workers": "@num_workers",
             },
             "inferer": {"_target_": "SimpleInferer"},  # a required MONAI train property

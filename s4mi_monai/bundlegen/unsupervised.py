@@ -60,6 +60,7 @@ def _picie_section() -> dict[str, Any]:
             "dataset": "@picie#dataset",
             "batch_size": "$min(@pretrain_batch_size, len(@picie#dataset))",
             "shuffle": True,
+            "drop_last": "$@s4mi_monai.bundle.drop_single_image_batch(len(@picie#dataset), @picie#dataloader#batch_size)",
             "num_workers": "@num_workers",
             "pin_memory": "$@torch_device.type == 'cuda'",
         },
