@@ -19,14 +19,11 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from s4mi_monai.io import atomic_write_text
+from s4mi_monai.study.report import StudyReport, claims_table, interval_note, markdown_table, percent
 from s4mi_monai.study.runner import STUDY_FILE
 from s4mi_monai.study.spec import run_folder
-
-if TYPE_CHECKING:
-    from s4mi_monai.study.report import StudyReport
 
 __all__ = ["BLOCK", "PageError", "page_parts", "progress_text", "update_page", "update_pages"]
 
@@ -41,8 +38,6 @@ BLOCK = re.compile(r"(?P<start><!-- report (?P<study>\S+) (?P<part>[^>]+?) -->\n
 def progress_text(study: str | Path) -> str:
     """How far a study folder is: fine-tuning runs with results of those planned, and per method the seeds
     finished at every one of its fractions (the seeds a verdict can use)."""
-    from s4mi_monai.study.report import percent
-
     plan = json.loads((Path(study) / STUDY_FILE).read_text())
     runs = [run for run in plan["runs"] if run["fraction"] is not None]
     finished = {run["id"] for run in runs if (run_folder(study, run["method"], run["seed"], run["fraction"]) / "metrics.json").is_file()}
@@ -60,8 +55,6 @@ def progress_text(study: str | Path) -> str:
 
 def page_parts(report: StudyReport, study: str | Path) -> dict[str, str]:
     """Every part a page may ask for, rendered from ``report`` (of the study folder ``study``)."""
-    from s4mi_monai.study.report import claims_table, interval_note, markdown_table
-
     parts = {"progress": progress_text(study), "claims": claims_table(report)}
     for metric in report.metrics:
         parts[f"table {metric}"] = f"{markdown_table(report, metric)}\n\n{interval_note(report, metric)}."
