@@ -15,7 +15,7 @@ from s4mi_monai.metrics import classification_metrics, metrics_from_counts, pair
 from s4mi_monai.metrics.samples import PerImageRecords, read_samples, write_samples
 from s4mi_monai.metrics.statistics import Interval, PairedComparison
 from s4mi_monai.study import expand_runs, load_spec, run_study
-from s4mi_monai.study.claims import MIN_SEEDS, judge
+from s4mi_monai.study.claims import MAX_SEEDS_TO_DECIDE, MIN_SEEDS, judge, seeds_to_decide
 from s4mi_monai.study.page import PageError, update_page
 from s4mi_monai.study.report import build_report, claims_csv, comparisons_csv, markdown_report, markdown_table, table_csv, write_report
 
@@ -227,6 +227,39 @@ def test_the_verdict_rule(low, high, seeds, outcome):
         assert judge(over_seeds, wide, margin=0.02)[0] == "not resolvable at this power"
 
 
+def _seeds_with(mean: float, spread: float, n: int) -> list[float]:
+    """n per-seed differences with exactly this mean and sample standard deviation."""
+    unit = np.arange(n) - (n - 1) / 2
+    return list(mean + spread * unit / np.std(unit, ddof=1))
+
+
+@pytest.mark.parametrize(
+    "mean, spread, expected",
+    [
+        (0.028, 0.017, "supported"),  # a gain the interval over seeds resolves once n is large enough
+        (-0.002, 0.03, "not supported"),  # no gain: the interval narrows under the margin
+        (0.01, 0.05, ""),  # halfway between 0 and the margin with a wide spread: no n up to the cap decides
+    ],
+)
+def test_seeds_to_decide_is_the_smallest_n_whose_t_interval_decides(mean, spread, expected):
+    measured = t_interval(_seeds_with(mean, spread, 3))
+    needed = seeds_to_decide(measured, margin=0.02)
+    assert needed is not None
+    seeds, outcome = needed
+    assert outcome == expected
+    if not expected:
+        assert seeds == MAX_SEEDS_TO_DECIDE + 1
+        return
+    # at the answer the t-interval of seeds with the same mean and spread decides, one seed fewer it does not
+    decides = (lambda i: i.low > 0) if expected == "supported" else (lambda i: i.high < 0.02)
+    assert decides(t_interval(_seeds_with(mean, spread, seeds)))
+    assert seeds == MIN_SEEDS or not decides(t_interval(_seeds_with(mean, spread, seeds - 1)))
+
+
+def test_seeds_to_decide_needs_an_interval():
+    assert seeds_to_decide(t_interval([0.01]), margin=0.02) is None
+
+
 def test_claims_get_a_verdict_per_fraction_from_both_intervals(tmp_path):
     claims = [
         {"name": "DINO beats supervised", "method": "dino"},
@@ -256,6 +289,11 @@ def test_claims_get_a_verdict_per_fraction_from_both_intervals(tmp_path):
     assert "- **DINO beats supervised**: " in text
     rows = claims_csv(report).splitlines()
     assert rows[0].startswith("claim,metric,method,versus,fraction") and len(rows) == 1 + len(report.verdicts)
+    assert rows[0].endswith(",verdict,seeds_to_decide,decides_as")
+    # the planning columns are filled for unresolved comparisons only
+    for row, verdict in zip(rows[1:], report.verdicts):
+        planned = row.rsplit(",", 2)[1] != ""
+        assert planned == (verdict.outcome == "not resolvable at this power" and verdict.over_seeds.n >= 2)
     assert "claims.csv" in {path.name for path in write_report(report, tmp_path / "out")}
 
 

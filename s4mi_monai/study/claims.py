@@ -25,15 +25,18 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from scipy import stats
+
 from s4mi_monai.metrics.statistics import Interval, PairedComparison
 
-__all__ = ["DEFAULT_MARGIN", "MIN_SEEDS", "Claim", "Verdict", "judge", "parse_claims"]
+__all__ = ["DEFAULT_MARGIN", "MIN_SEEDS", "Claim", "Verdict", "judge", "parse_claims", "seeds_to_decide"]
 
 DEFAULT_MARGIN = 0.02
 MIN_SEEDS = 3
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 NOT_RESOLVABLE = "not resolvable at this power"
+MAX_SEEDS_TO_DECIDE = 30
 CLAIM_KEYS = {"name", "method", "versus", "fractions", "versus_fraction", "metric", "margin"}
 
 
@@ -169,3 +172,27 @@ def judge(over_seeds: Interval, over_images: PairedComparison, margin: float) ->
         return NOT_SUPPORTED, f"a gain of {margin:g} or more is excluded{worse}: {quoted}"
     return NOT_RESOLVABLE, f"an interval holds both no gain and a gain of {margin:g}: {quoted}"
 
+
+
+def seeds_to_decide(over_seeds: Interval, margin: float, confidence: float = 0.95) -> tuple[int, str] | None:
+    """How many paired seeds would let the interval over seeds decide, if the mean difference d and the
+    seed-to-seed standard deviation s of the differences stayed as measured: the smallest n >= ``MIN_SEEDS``
+    with d - t(n-1) s / sqrt(n) > 0 (``supported``) or d + t(n-1) s / sqrt(n) < m (``not supported``).
+
+    s comes back from the measured interval, s = (high - low) / 2 / t(n0-1) * sqrt(n0). A planning number for
+    the next run of a study, not a verdict: d moves as seeds are added, and the interval over test images must
+    agree as well. None when the interval is undefined (fewer than 2 seeds); ``(MAX_SEEDS_TO_DECIDE + 1, "")``
+    when no n up to ``MAX_SEEDS_TO_DECIDE`` decides (d is too close to 0 or to m for its spread).
+    """
+    n0, d = over_seeds.n, over_seeds.estimate
+    if n0 < 2 or math.isnan(over_seeds.low) or math.isnan(over_seeds.high):
+        return None
+    quantile = 0.5 + confidence / 2
+    spread = (over_seeds.high - over_seeds.low) / 2 / float(stats.t.ppf(quantile, n0 - 1)) * math.sqrt(n0)
+    for n in range(MIN_SEEDS, MAX_SEEDS_TO_DECIDE + 1):
+        half_width = float(stats.t.ppf(quantile, n - 1)) * spread / math.sqrt(n)
+        if d - half_width > 0:
+            return n, SUPPORTED
+        if d + half_width < margin:
+            return n, NOT_SUPPORTED
+    return MAX_SEEDS_TO_DECIDE + 1, ""

@@ -33,7 +33,7 @@ from typing import Any
 from s4mi_monai.io import atomic_write_text
 from s4mi_monai.metrics.samples import SAMPLES_FILE, PerImageRecords, lookup_metric, read_samples
 from s4mi_monai.metrics.statistics import Interval, PairedComparison, bootstrap_interval, paired_bootstrap, paired_t_test, t_interval
-from s4mi_monai.study.claims import MIN_SEEDS, Claim, Verdict, judge
+from s4mi_monai.study.claims import MAX_SEEDS_TO_DECIDE, MIN_SEEDS, NOT_RESOLVABLE, Claim, Verdict, judge, seeds_to_decide
 from s4mi_monai.study.runner import RUN_LOG, STATUS_FILE, STUDY_FILE, log_tail
 from s4mi_monai.study.spec import run_folder
 
@@ -415,21 +415,33 @@ def comparison_table(report: StudyReport, metric: str) -> str:
 def claims_table(report: StudyReport) -> str:
     """One line per claim and fraction: the difference with its intervals over seeds and over images, and the verdict."""
     lines = [
-        "| claim | metric | labels | Δ (mean over seeds) | 95 % CI over seeds (t) | 95 % CI over test images (paired bootstrap) | seeds | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| claim | metric | labels | Δ (mean over seeds) | 95 % CI over seeds (t) | 95 % CI over test images (paired bootstrap) | seeds | verdict | seeds to decide |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for claim in report.claims:
         verdicts = [v for v in report.verdicts if v.claim == claim]
         if not verdicts:
-            lines.append(f"| {claim.name} | {claim.metric or report.metrics[0]} | - | - | - | - | - | no results yet |")
+            lines.append(f"| {claim.name} | {claim.metric or report.metrics[0]} | - | - | - | - | - | no results yet | - |")
         for v in verdicts:
             labels = percent(v.fraction) if v.fraction == v.versus_fraction else f"{percent(v.fraction)} vs {percent(v.versus_fraction)}"
             seeds, images = v.over_seeds, v.over_images
             lines.append(
                 f"| {claim.name} (`{v.method_row}` vs `{v.versus_row}`) | {v.metric} | {labels} | {_signed(seeds.estimate)} | "
-                f"[{_signed(seeds.low)}, {_signed(seeds.high)}] | [{_signed(images.low)}, {_signed(images.high)}] | {seeds.n} | **{v.outcome}** |"
+                f"[{_signed(seeds.low)}, {_signed(seeds.high)}] | [{_signed(images.low)}, {_signed(images.high)}] | {seeds.n} | **{v.outcome}** | "
+                f"{_seeds_to_decide_text(v)} |"
             )
     return "\n".join(lines)
+
+
+def _seeds_to_decide_text(verdict: Verdict) -> str:
+    """The planning column: for an unresolved comparison, the seeds its interval over seeds would need."""
+    if verdict.outcome != NOT_RESOLVABLE:
+        return "-"
+    needed = seeds_to_decide(verdict.over_seeds, verdict.claim.margin)
+    if needed is None:
+        return "-"
+    seeds, outcome = needed
+    return f"> {MAX_SEEDS_TO_DECIDE}" if not outcome else f"{seeds} ({outcome})"
 
 
 def _claims_section(report: StudyReport) -> list[str]:
@@ -441,7 +453,10 @@ def _claims_section(report: StudyReport) -> list[str]:
         "Verdicts (`s4mi_monai/study/claims.py`): **supported** when the 95 % intervals of the difference over seeds and over "
         "test images both lie above 0; **not supported** when both lie below the margin "
         f"({'/'.join(f'{m:g}' for m in margins)}, the smallest gain that matters), so such a gain is excluded; otherwise "
-        f"**not resolvable at this power**, as is any comparison with fewer than {MIN_SEEDS} paired seeds.",
+        f"**not resolvable at this power**, as is any comparison with fewer than {MIN_SEEDS} paired seeds. "
+        "*Seeds to decide* (unresolved rows only) is a planning number, not a verdict: the paired seeds at which the "
+        "interval over seeds alone would decide if the mean difference and its seed-to-seed spread stayed as measured "
+        f"(`seeds_to_decide`; > {MAX_SEEDS_TO_DECIDE}: no decision in sight).",
     ]
     return parts
 
@@ -511,11 +526,14 @@ def claims_csv(report: StudyReport) -> str:
     """Every verdict as one row of numbers."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["claim", "metric", "method", "versus", "fraction", "versus_fraction", "seeds", "difference", "seeds_low", "seeds_high", "images_low", "images_high", "margin", "verdict"])
+    writer.writerow(["claim", "metric", "method", "versus", "fraction", "versus_fraction", "seeds", "difference", "seeds_low", "seeds_high", "images_low", "images_high", "margin", "verdict", "seeds_to_decide", "decides_as"])
     for v in report.verdicts:
         s, i = v.over_seeds, v.over_images
         numbers = map(_csv_number, (s.estimate, s.low, s.high, i.low, i.high, v.claim.margin))
-        writer.writerow([v.claim.name, v.metric, v.method_row, v.versus_row, fraction_column(v.fraction), fraction_column(v.versus_fraction), s.n, *numbers, v.outcome])
+        needed = seeds_to_decide(s, v.claim.margin) if v.outcome == NOT_RESOLVABLE else None
+        planning = ["", ""] if needed is None else [needed[0], needed[1] or "undecided"]
+        row = [v.claim.name, v.metric, v.method_row, v.versus_row, fraction_column(v.fraction), fraction_column(v.versus_fraction), s.n, *numbers]
+        writer.writerow([*row, v.outcome, *planning])
     return buffer.getvalue()
 
 
