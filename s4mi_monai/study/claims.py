@@ -173,7 +173,6 @@ def judge(over_seeds: Interval, over_images: PairedComparison, margin: float) ->
     return NOT_RESOLVABLE, f"an interval holds both no gain and a gain of {margin:g}: {quoted}"
 
 
-
 def seeds_to_decide(over_seeds: Interval, margin: float, confidence: float = 0.95) -> tuple[int, str] | None:
     """How many paired seeds would let the interval over seeds decide, if the mean difference d and the
     seed-to-seed standard deviation s of the differences stayed as measured: the smallest n >= ``MIN_SEEDS``

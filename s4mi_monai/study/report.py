@@ -433,11 +433,13 @@ def claims_table(report: StudyReport) -> str:
     return "\n".join(lines)
 
 
-def _seeds_to_decide_text(verdict: Verdict) -> str:
+def _planned_seeds(verdict: Verdict) -> tuple[int, str] | None:
     """The planning column: for an unresolved comparison, the seeds its interval over seeds would need."""
-    if verdict.outcome != NOT_RESOLVABLE:
-        return "-"
-    needed = seeds_to_decide(verdict.over_seeds, verdict.claim.margin)
+    return seeds_to_decide(verdict.over_seeds, verdict.claim.margin) if verdict.outcome == NOT_RESOLVABLE else None
+
+
+def _seeds_to_decide_text(verdict: Verdict) -> str:
+    needed = _planned_seeds(verdict)
     if needed is None:
         return "-"
     seeds, outcome = needed
@@ -530,7 +532,7 @@ def claims_csv(report: StudyReport) -> str:
     for v in report.verdicts:
         s, i = v.over_seeds, v.over_images
         numbers = map(_csv_number, (s.estimate, s.low, s.high, i.low, i.high, v.claim.margin))
-        needed = seeds_to_decide(s, v.claim.margin) if v.outcome == NOT_RESOLVABLE else None
+        needed = _planned_seeds(v)
         planning = ["", ""] if needed is None else [needed[0], needed[1] or "undecided"]
         row = [v.claim.name, v.metric, v.method_row, v.versus_row, fraction_column(v.fraction), fraction_column(v.versus_fraction), s.n, *numbers]
         writer.writerow([*row, v.outcome, *planning])
